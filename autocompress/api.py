@@ -1,0 +1,196 @@
+"""The library entry point behind ``autocompress search``: one config in, one run folder out.
+
+Run folder (``results/<run-id>/`` or ``--out``): ``config.json`` (written first: enough to
+resume), ``study.db`` (Optuna storage, unless ``--storage`` names another), and at the end
+``artifacts/<plan-digest>.onnx`` for each front point and ``pareto.json`` (written last,
+atomically: its presence means the run finished).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .compression.knobs import onnx_knobs, torch_knobs
+from .compression.plan import Plan
+from .compression.quantize import to_opset, weight_initializers
+from .device_profiles import DeviceProfile, load_profile, resolve_target
+from .pipeline import Evaluator
+from .report.pareto_json import SCHEMA_VERSION, point, write_json_atomic
+from .search import pareto
+from .search.objectives import OBJECTIVES, Budget
+from .search.study import finished_count, mark_interrupted, open_study, run_trials
+from .workloads import Workload, load_workload
+
+
+class RunError(ValueError):
+    """A run folder that cannot be created or resumed; the message says why."""
+
+
+class InfeasibleError(RuntimeError):
+    """No trial met the constraints; the message names the closest trial and the blocker."""
+
+    def __init__(self, message: str, run_dir: Path):
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
+@dataclass
+class SearchConfig:
+    model: str = "minilm"
+    target: str = "jetson-nano"
+    profile: str | None = None          # a user profile file replaces the named target
+    budget: Budget = field(default_factory=Budget)
+    trials: int = 20
+    timeout_s: float | None = None
+    trial_timeout_s: float | None = 600.0
+    seed: int = 0
+    out: str | None = None
+    storage: str | None = None
+    command: Sequence[str] = ()
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["budget"] = self.budget.to_dict()
+        data["command"] = list(self.command)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SearchConfig":
+        data = dict(data)
+        data["budget"] = Budget.from_dict(data.get("budget", {}))
+        return cls(**data)
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    document: dict
+
+
+def resolve_profile(config: SearchConfig) -> DeviceProfile:
+    return load_profile(config.profile) if config.profile else resolve_target(config.target)
+
+
+def discover_knobs(workload: Workload):
+    """The search space of a workload (see compression.knobs)."""
+    if workload.model is not None:
+        import torch
+
+        args = [torch.from_numpy(workload.example[n]) for n in workload.input_names]
+        return torch_knobs(workload.model, args)
+    import onnx
+
+    return onnx_knobs(weight_initializers(to_opset(onnx.load(str(workload.onnx_path)))))
+
+
+def new_run_dir(config: SearchConfig, profile: DeviceProfile) -> Path:
+    if config.out:
+        run_dir = Path(config.out)
+        if (run_dir / "config.json").exists():
+            raise RunError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+    else:
+        stem = Path(config.model).stem if config.model.endswith(".onnx") else config.model
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{stem.replace(':', '-')}-{profile.name}"
+        run_dir = Path("results") / name
+    return run_dir
+
+
+def search(config: SearchConfig, progress: Callable | None = None) -> SearchResult:
+    """Validate everything the user gave, then run a new search into a fresh run folder."""
+    profile = resolve_profile(config)
+    workload = load_workload(config.model)
+    run_dir = new_run_dir(config, profile)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    storage = config.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    config = replace(config, storage=storage)
+    write_json_atomic(run_dir / "config.json", config.to_dict())
+    return _run(config, run_dir, profile, workload, progress)
+
+
+def resume(run_dir: Path | str, trials: int | None = None,
+           progress: Callable | None = None) -> SearchResult:
+    """Continue a killed (or finished, with more ``trials``) search from its storage."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise RunError(f"cannot resume {run_dir}: no config.json there (not a run folder)")
+    config = SearchConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    if trials is not None:
+        config = replace(config, trials=trials)
+        write_json_atomic(run_dir / "config.json", config.to_dict())
+    (run_dir / "pareto.json").unlink(missing_ok=True)   # stale until this run completes
+    return _run(config, run_dir, resolve_profile(config), load_workload(config.model), progress)
+
+
+def _run(config, run_dir, profile, workload, progress) -> SearchResult:
+    knobs = discover_knobs(workload)
+    study = open_study(config.storage, "autocompress", config.seed, config.trials, knobs)
+    mark_interrupted(study)
+    evaluator = Evaluator(workload, profile)
+    callbacks = [progress] if progress else []
+    if progress is not None and hasattr(progress, "start"):
+        progress.start(config.trials, finished_count(study))
+    run_trials(study, knobs, evaluator.evaluate, config.budget, config.trials, config.timeout_s,
+               config.trial_timeout_s, callbacks)
+    document = _document(config, run_dir, profile, workload, study, knobs, evaluator)
+    write_json_atomic(run_dir / "pareto.json", document)
+    if not document["front"]:
+        raise InfeasibleError(document["infeasible_reason"], run_dir)
+    return SearchResult(run_dir, document)
+
+
+def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> dict:
+    from optuna.trial import TrialState
+
+    points = []
+    for trial in pareto.front(study):
+        plan = Plan.from_dict(trial.user_attrs["plan"])
+        relative = Path("artifacts") / f"{plan.digest()}.onnx"
+        evaluator.export_artifact(plan, run_dir / relative)
+        points.append(point(trial, str(relative)))
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    baseline = next((t for t in complete if not t.user_attrs.get("plan", {}).get("units")), None)
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "autocompress", "version": __version__, "python": platform.python_version()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": list(config.command),
+        "config": config.to_dict(),
+        "workload": {"name": workload.name, "description": workload.description,
+                     "n_knobs": len(knobs)},
+        "target": {"name": profile.name, "description": profile.description,
+                   "tvm_target": profile.tvm_target},
+        "objectives": [{"name": n, "direction": d} for n, d in OBJECTIVES],
+        "budget": config.budget.to_dict(),
+        "study": {"storage": config.storage, "name": study.study_name, "n_trials": len(trials),
+                  "n_complete": len(complete), "n_failed": len(failed),
+                  "n_feasible": sum(pareto.is_feasible(t) for t in complete),
+                  "failures": [{"id": t.number, "reason": t.user_attrs.get("fail_reason", "unknown")}
+                               for t in failed]},
+        "baseline": point(baseline, None) if baseline else None,
+        "front": points,
+    }
+    if not points:
+        document["infeasible_reason"] = _infeasible_reason(study, config.budget)
+    return document
+
+
+def _infeasible_reason(study, budget: Budget) -> str:
+    miss = pareto.closest_miss(study)
+    n = len(study.trials)
+    if miss is None:
+        return f"no trial completed in {n} trials (see the failures in pareto.json)"
+    from .units import format_size
+
+    m = miss.trial.user_attrs["metrics"]
+    blockers = ", ".join(budget.describe(k) for k in miss.violated)
+    return (f"no candidate met the constraints in {n} trials; closest was trial "
+            f"{miss.trial.number} (size {format_size(m['size_bytes'])}, latency "
+            f"{m['target']['latency_s'] * 1e3:.2f} ms, quality {m['quality']:.4f}) "
+            f"which violates {blockers}")

@@ -1,0 +1,169 @@
+"""apply(plan, workload) -> a real ONNX artifact on disk.
+
+Order: structured pruning (torch) -> BatchNorm folding -> low-rank (torch) -> ONNX export
+-> quantization (ONNX). Every step changes real tensors; the artifact's size is its file.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from . import lowrank, pruning
+from .plan import PRUNE_RATIO, QUANT, RANK_RATIO, Plan
+from .quantize import quantize, to_opset, weight_initializers
+
+
+class PlanError(ValueError):
+    """A plan that does not fit the model (unknown unit, knob on an unsuitable layer)."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    size_bytes: int
+    n_params: int
+    sha256: str
+
+
+def apply_plan(plan: Plan, workload, out_path: Path, timings: dict | None = None) -> Artifact:
+    """Compress the workload's model by ``plan`` and write the ONNX file to ``out_path``.
+
+    ``timings`` (if given) receives seconds spent in ``apply`` (torch stage) and ``export``
+    (ONNX export, quantization, writing).
+    """
+    timings = {} if timings is None else timings
+    start = time.perf_counter()
+    if workload.model is not None:
+        model = compress_torch(plan, workload)
+        timings["apply"] = time.perf_counter() - start
+        from ..backends.onnx_export import export_onnx
+
+        proto = to_opset(export_onnx(model, workload))
+        units = match_initializers(proto, model)
+    else:
+        timings["apply"] = 0.0
+        proto = to_opset(onnx.load(str(workload.onnx_path)))
+        units = {name: name for name in weight_initializers(proto)}
+    unknown = sorted(set(plan.units) - set(units.values()) - _structural_units(plan))
+    if workload.model is None and unknown:
+        raise PlanError(f"plan names weights the model does not have: {unknown[:5]}")
+    choices = {init: plan.get(unit, QUANT, "float") for init, unit in units.items()}
+    proto = quantize(proto, choices)
+    artifact = write_artifact(proto, out_path)
+    timings["export"] = time.perf_counter() - start - timings["apply"]
+    return artifact
+
+
+def _structural_units(plan: Plan) -> set[str]:
+    return {u for u, knobs in plan.units.items() if QUANT not in knobs}
+
+
+def compress_torch(plan: Plan, workload) -> nn.Module:
+    """The structural part of a plan: a physically smaller torch model."""
+    model = copy.deepcopy(workload.model).eval()
+    args = [torch.from_numpy(workload.example[n]) for n in workload.input_names]
+    modules = dict(model.named_modules())
+    unknown = sorted(set(plan.units) - set(modules))
+    if unknown:
+        raise PlanError(f"plan names units the model does not have: {unknown[:5]}")
+    heads = set(pruning.attention_units(model))
+    ffns = set(pruning.ffn_units(model))
+    groups = {}
+    for unit, knobs in plan.units.items():
+        ratio = float(knobs.get(PRUNE_RATIO, 0.0))
+        if ratio <= 0:
+            continue
+        if unit in heads:
+            pruning.prune_heads(modules[unit], ratio)
+        elif unit in ffns:
+            pruning.prune_neurons(modules[unit], ratio)
+        else:
+            groups[unit] = ratio
+    if groups:
+        pruning.prune_groups(model, args, groups)
+    model = fold_batchnorm(model)
+    _apply_lowrank(model, plan)
+    return model.eval()
+
+
+def _apply_lowrank(model: nn.Module, plan: Plan) -> None:
+    for unit, knobs in sorted(plan.units.items()):
+        ratio = float(knobs.get(RANK_RATIO, 1.0))
+        if ratio >= 1.0:
+            continue
+        parent_name, _, attr = unit.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        layer = getattr(parent, attr)
+        from .knobs import factor_rank
+
+        rank = factor_rank(lowrank.full_rank(layer), ratio)
+        setattr(parent, attr, lowrank.factorize(layer, rank))
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold eval-mode BatchNorm into the preceding conv, so exported weights match torch's."""
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return model
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model)
+    except Exception:   # untraceable model: the exporter folds BN itself; those convs stay float
+        return model
+
+
+def match_initializers(proto: onnx.ModelProto, model: nn.Module) -> dict[str, str]:
+    """Map ONNX weight initializers to plan units by content (the exporter renames and transposes)."""
+    by_content: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
+            continue
+        parent, _, _ = name.rpartition(".")
+        unit = parent if isinstance(model.get_submodule(parent) if parent else model,
+                                    lowrank.LowRank) else name
+        weight = module.weight.detach().numpy()
+        by_content[_fingerprint(weight)] = unit
+        if weight.ndim == 2:
+            by_content[_fingerprint(np.ascontiguousarray(weight.T))] = unit
+    inits = {i.name: i for i in proto.graph.initializer}
+    matched = {}
+    for name in weight_initializers(proto):
+        unit = by_content.get(_fingerprint(numpy_helper.to_array(inits[name])))
+        if unit is not None:
+            matched[name] = unit
+    return matched
+
+
+def _fingerprint(array: np.ndarray) -> str:
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    return hashlib.sha1(array.tobytes()).hexdigest() + str(array.shape)
+
+
+def count_params(proto: onnx.ModelProto) -> int:
+    """Elements stored in the model's initializers (weights, biases, scales)."""
+    total = 0
+    for init in proto.graph.initializer:
+        total += int(np.prod(init.dims)) if init.dims else 1
+    return total
+
+
+def write_artifact(proto: onnx.ModelProto, out_path: Path) -> Artifact:
+    """Serialize deterministically and write atomically: no half-written artifact is ever visible."""
+    data = proto.SerializeToString(deterministic=True)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(out_path.suffix + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, out_path)
+    return Artifact(out_path, out_path.stat().st_size, count_params(proto),
+                    hashlib.sha256(data).hexdigest())

@@ -1,0 +1,181 @@
+"""Quantization of an ONNX graph, per weight, stored for real in low-bit form.
+
+- ``w8``/``w4``: weight-only. The float initializer is replaced by an INT8/INT4
+  initializer (INT4 packed two per byte) and a DequantizeLinear node; ONNX Runtime
+  fuses DequantizeLinear+MatMul into its MatMulNBits kernel.
+- ``w8a8``: weights and activations int8 through ONNX Runtime's own dynamic
+  quantizer (MatMulInteger / ConvInteger kernels).
+- Embedding tables (Gather): int8 rows with one scale per row, gathered then scaled.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper, version_converter
+
+OPSET = 21              # INT4 and blocked DequantizeLinear need opset 21
+INT4_BLOCK = 32         # rows of a [K, N] MatMul weight sharing one INT4 scale
+WEIGHT_OPS = {"MatMul": 1, "Conv": 1, "Gather": 0}   # op -> input index of its weight
+
+
+def to_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Bring an exported model to :data:`OPSET` and rewrite Gemm as MatMul + Add."""
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET)
+    if current < OPSET:
+        model = version_converter.convert_version(model, OPSET)
+    _gemm_to_matmul(model.graph)
+    return model
+
+
+def _gemm_to_matmul(graph: onnx.GraphProto) -> None:
+    """Gemm(A, B, C) with a constant B becomes MatMul(A, B') + C: one weight layout [K, N]."""
+    inits = {i.name: i for i in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0)
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        if attrs.get("transB", 0):
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array(
+                np.ascontiguousarray(weight.T), node.input[1]))
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = node.output[0] + "_matmul" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], node.input[1]], [product],
+                                      name=node.name + "_matmul"))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]],
+                                          name=node.name + "_bias"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def weight_initializers(model: onnx.ModelProto) -> list[str]:
+    """Initializers that are weights of MatMul/Conv/Gather (what quantization can act on)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    names = []
+    for node in model.graph.node:
+        index = WEIGHT_OPS.get(node.op_type)
+        if index is not None and len(node.input) > index and node.input[index] in inits:
+            if len(inits[node.input[index]].dims) >= 2 and node.input[index] not in names:
+                names.append(node.input[index])
+    return names
+
+
+def quantize(model: onnx.ModelProto, choices: Mapping[str, str]) -> onnx.ModelProto:
+    """Apply a quant choice (``float``/``w8``/``w4``/``w8a8``) to each named weight initializer."""
+    consumers = _consumers(model.graph)
+    dynamic_nodes = sorted({n.name for w, c in choices.items() if c == "w8a8"
+                            for n in consumers.get(w, []) if n.op_type in ("MatMul", "Conv")})
+    if dynamic_nodes:
+        model = _quantize_dynamic(model, dynamic_nodes)
+    inits = {i.name: i for i in model.graph.initializer}
+    for name, choice in sorted(choices.items()):
+        if choice in ("w8", "w4") and name in inits:
+            _weight_only(model.graph, inits[name], 8 if choice == "w8" else 4,
+                         _consumers(model.graph).get(name, []))
+    return model
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def _quantize_dynamic(model: onnx.ModelProto, node_names: list[str]) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
+        onnx.save(model, src)
+        quantize_dynamic(src, dst, nodes_to_quantize=node_names, per_channel=False,
+                         weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Conv"])
+        return onnx.load(dst)
+
+
+def _weight_only(graph, init: TensorProto, bits: int, consumers: list) -> None:
+    weight = numpy_helper.to_array(init).astype(np.float32)
+    ops = {n.op_type for n in consumers}
+    if ops == {"Gather"} and all(n.input[0] == init.name for n in consumers):
+        return _gather_int8(graph, init, weight, consumers)
+    if not ops or not ops <= {"MatMul", "Conv"}:
+        return None   # shared with an op we do not rewrite: leave it float
+    q, scale, attrs = _quantize_array(weight, bits, matmul=ops == {"MatMul"})
+    _replace_initializer(graph, init, [
+        _int_tensor(init.name + "_q", q, bits),
+        numpy_helper.from_array(scale, init.name + "_scale")])
+    graph.node.insert(0, helper.make_node(
+        "DequantizeLinear", [init.name + "_q", init.name + "_scale"], [init.name],
+        name=init.name + "_dequant", **attrs))
+
+
+def _quantize_array(weight: np.ndarray, bits: int, matmul: bool):
+    """Symmetric quantization: MatMul [K, N] per column (INT4: per block of K rows); Conv per output channel."""
+    qmax = 2 ** (bits - 1) - 1
+    if matmul and bits == 4 and weight.shape[0] >= INT4_BLOCK:
+        k, n = weight.shape
+        blocks = -(-k // INT4_BLOCK)
+        padded = np.zeros((blocks * INT4_BLOCK, n), np.float32)
+        padded[:k] = weight
+        amax = np.abs(padded.reshape(blocks, INT4_BLOCK, n)).max(axis=1)
+        scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+        q = np.round(weight / np.repeat(scale, INT4_BLOCK, axis=0)[:k])
+        attrs = {"axis": 0, "block_size": INT4_BLOCK}
+    else:
+        axis = 1 if matmul else 0
+        reduce = tuple(i for i in range(weight.ndim) if i != axis)
+        amax = np.abs(weight).max(axis=reduce)
+        scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+        shape = [1] * weight.ndim
+        shape[axis] = -1
+        q = np.round(weight / scale.reshape(shape))
+        attrs = {"axis": axis}
+    return np.clip(q, -qmax - 1, qmax).astype(np.int8), scale, attrs
+
+
+def _int_tensor(name: str, q: np.ndarray, bits: int) -> TensorProto:
+    if bits == 8:
+        return numpy_helper.from_array(q, name)
+    flat = (q.reshape(-1).astype(np.int16) & 0xF).astype(np.uint8)
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(0))
+    packed = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
+    return helper.make_tensor(name, TensorProto.INT4, q.shape, packed.tobytes(), raw=True)
+
+
+def _gather_int8(graph, init: TensorProto, table: np.ndarray, consumers) -> None:
+    """Embedding rows as int8 with one scale per row: Gather both, then Cast and Mul."""
+    q, scale, _ = _quantize_array(table, 8, matmul=False)
+    _replace_initializer(graph, init, [
+        numpy_helper.from_array(q, init.name + "_q"),
+        numpy_helper.from_array(scale.reshape(-1, 1), init.name + "_scale")])
+    for node in consumers:
+        out = node.output[0]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        idx = list(graph.node).index(node)
+        new = [
+            helper.make_node("Gather", [init.name + "_q", node.input[1]], [out + "_q"],
+                             name=node.name + "_q", **attrs),
+            helper.make_node("Gather", [init.name + "_scale", node.input[1]], [out + "_s"],
+                             name=node.name + "_s", **attrs),
+            helper.make_node("Cast", [out + "_q"], [out + "_f"], name=node.name + "_cast",
+                             to=TensorProto.FLOAT),
+            helper.make_node("Mul", [out + "_f", out + "_s"], [out], name=node.name + "_scale"),
+        ]
+        graph.node.remove(node)
+        for offset, n in enumerate(new):
+            graph.node.insert(idx + offset, n)
+
+
+def _replace_initializer(graph, old: TensorProto, new: list[TensorProto]) -> None:
+    graph.initializer.remove(old)
+    graph.initializer.extend(new)

@@ -1,0 +1,143 @@
+"""Layer descriptions read from an ONNX file: what the cost models consume.
+
+Cost models never see torch or ONNX objects; they get :class:`LayerCost` records
+(op, data type, multiply-accumulates, bytes moved) and a graph-level activation peak.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, shape_inference
+
+ELEMENT_BYTES = {TensorProto.FLOAT: 4, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2,
+                 TensorProto.INT8: 1, TensorProto.UINT8: 1, TensorProto.INT4: 0.5,
+                 TensorProto.UINT4: 0.5, TensorProto.INT32: 4, TensorProto.INT64: 8,
+                 TensorProto.DOUBLE: 8, TensorProto.BOOL: 1}
+INT8_OPS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv"}
+COMPUTE_OPS = {"MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger", "Gather"}
+PASS_THROUGH = {"DequantizeLinear", "Cast", "Transpose", "Reshape"}   # weight-side plumbing
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    op: str
+    dtype: str           # the arithmetic's data type: fp32 | int8
+    macs: int
+    weight_bytes: float  # bytes of stored weights read
+    act_bytes: float     # bytes of activations read and written
+
+
+@dataclass(frozen=True)
+class GraphCost:
+    layers: tuple[LayerCost, ...]
+    weight_bytes: float
+    peak_activation_bytes: float
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+
+def describe(model: onnx.ModelProto | str, input_shapes: Mapping[str, tuple]) -> GraphCost:
+    """Per-layer costs of ``model`` for inputs of the given concrete shapes (batch 1 for latency)."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
+    model = _with_input_shapes(model, input_shapes)
+    model = shape_inference.infer_shapes(model, data_prop=True)
+    graph = model.graph
+    info = _tensor_info(model)
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    layers = [_layer(n, info, inits, producer) for n in graph.node if n.op_type in COMPUTE_OPS]
+    weight_bytes = sum(_init_bytes(i) for i in graph.initializer)
+    return GraphCost(tuple(layers), weight_bytes, _peak_activations(graph, info, set(inits)))
+
+
+def _with_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple]) -> onnx.ModelProto:
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for value in model.graph.input:
+        if value.name in shapes:
+            dims = value.type.tensor_type.shape.dim
+            for dim, size in zip(dims, shapes[value.name]):
+                dim.ClearField("dim_param")
+                dim.dim_value = int(size)
+    return model
+
+
+def _tensor_info(model: onnx.ModelProto) -> dict[str, tuple[tuple[int, ...], float]]:
+    """name -> (shape, bytes per element) for every tensor with a known static shape."""
+    out = {}
+    values = list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+    for value in values:
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in tensor.shape.dim)
+        out[value.name] = (dims, ELEMENT_BYTES.get(tensor.elem_type, 4))
+    for init in model.graph.initializer:
+        out[init.name] = (tuple(init.dims), ELEMENT_BYTES.get(init.data_type, 4))
+    return out
+
+
+def _init_bytes(init) -> float:
+    return float(np.prod(init.dims)) * ELEMENT_BYTES.get(init.data_type, 4) if init.dims else 4.0
+
+
+def _tensor_bytes(name: str, info) -> float:
+    shape, size = info.get(name, ((), 4))
+    return float(np.prod(shape)) * size if shape else 0.0
+
+
+def _weight_source(name: str, inits, producer) -> list:
+    """Initializers feeding ``name`` through dequantize/cast/reshape plumbing."""
+    if name in inits:
+        return [inits[name]]
+    node = producer.get(name)
+    if node is None or node.op_type not in PASS_THROUGH:
+        return []
+    return [i for inp in node.input if inp for i in _weight_source(inp, inits, producer)]
+
+
+def _layer(node, info, inits, producer) -> LayerCost:
+    out_shape = info.get(node.output[0], ((), 4))[0]
+    out_elems = int(np.prod(out_shape)) if out_shape else 0
+    weights = [w for inp in node.input[:2] for w in _weight_source(inp, inits, producer)]
+    if node.op_type == "Gather":
+        table = weights[0] if weights else None
+        row_bytes = _init_bytes(table) / max(1, table.dims[0]) if table is not None else 0.0
+        rows = out_elems / max(1, table.dims[1]) if table is not None and len(table.dims) > 1 else 0
+        return LayerCost(node.name, node.op_type, "fp32", 0, rows * row_bytes,
+                         _tensor_bytes(node.output[0], info))
+    weight_bytes = sum(_init_bytes(w) for w in weights)
+    act_bytes = sum(_tensor_bytes(i, info) for i in node.input[:2]
+                    if i and not _weight_source(i, inits, producer))
+    act_bytes += _tensor_bytes(node.output[0], info)
+    in_shape = info.get(node.input[1], ((), 4))[0] if len(node.input) > 1 else ()
+    if node.op_type.startswith("Conv"):
+        reduce = int(np.prod(in_shape[1:])) if len(in_shape) > 1 else 0   # (C_in/groups) x kh x kw
+    else:
+        a_shape = info.get(node.input[0], ((), 4))[0]
+        reduce = a_shape[-1] if a_shape else 0
+    dtype = "int8" if node.op_type in INT8_OPS else "fp32"
+    return LayerCost(node.name, node.op_type, dtype, out_elems * int(reduce), weight_bytes, act_bytes)
+
+
+def _peak_activations(graph, info, constants: set[str]) -> float:
+    """Largest sum of live activation tensors over the node order (freed after last use)."""
+    last_use = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            last_use[name] = index
+    outputs = {o.name for o in graph.output}
+    live = {i.name: _tensor_bytes(i.name, info) for i in graph.input if i.name not in constants}
+    peak = sum(live.values())
+    for index, node in enumerate(graph.node):
+        for name in node.output:
+            live[name] = _tensor_bytes(name, info)
+        peak = max(peak, sum(live.values()))
+        for name in list(live):
+            if last_use.get(name, -1) <= index and name not in outputs:
+                del live[name]
+    return peak

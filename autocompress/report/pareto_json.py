@@ -1,0 +1,64 @@
+"""pareto.json: the run's result document (schema in docs/pareto_schema.md).
+
+Every objective value carries its provenance: measured (device, runtime, repeats,
+spread) or predicted (model, calibration error).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+
+def point(trial, artifact: str | None) -> dict:
+    """One trial as a front point."""
+    m = trial.user_attrs["metrics"]
+    target = m["target"]
+    host = m["host_latency"]
+    return {
+        "id": trial.number,
+        "plan_digest": m["plan_digest"],
+        "plan": trial.user_attrs["plan"],
+        "artifact": artifact,
+        "artifact_sha256": m["artifact_sha256"],
+        "quality": m["quality"],
+        "quality_metric": m["quality_metric"],
+        "quality_details": m["quality_details"],
+        "size_bytes": m["size_bytes"],
+        "n_params": m["n_params"],
+        "latency_s": target["latency_s"],
+        "peak_ram_bytes": target["peak_ram_bytes"],
+        "energy_j": target["energy_j"],
+        "macs": target.get("macs"),
+        "host_latency_s": host["median_s"],
+        "host_peak_ram_bytes": m["host_peak_ram_bytes"],
+        "constraints": dict(trial.constraints),
+        "provenance": {
+            "quality": {"kind": "measured", "device": "host", "runtime": host["runtime"],
+                        "data": "held-out evaluation set of the workload"},
+            "size_bytes": {"kind": "measured", "method": "bytes of the artifact file"},
+            "latency_s": target["provenance"]["latency_s"],
+            "peak_ram_bytes": target["provenance"]["peak_ram_bytes"],
+            "energy_j": target["provenance"]["energy_j"],
+            "host_latency_s": {"kind": "measured", "device": "host", **host},
+        },
+        "timings_s": m.get("timings_s", {}),
+    }
+
+
+def write_json_atomic(path: Path, document: dict) -> None:
+    """Write to a temporary name and rename: a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,40 @@
+"""Terminal table of a front (rich)."""
+from __future__ import annotations
+
+from rich.table import Table
+
+from ..units import format_energy, format_size, format_time
+
+
+def _tag(provenance: dict) -> str:
+    return "m" if provenance.get("kind") == "measured" else "p"
+
+
+def plan_summary(plan: dict) -> str:
+    counts: dict[str, dict[str, int]] = {}
+    for knobs in plan.get("units", {}).values():
+        for knob, value in knobs.items():
+            counts.setdefault(knob, {})
+            counts[knob][str(value)] = counts[knob].get(str(value), 0) + 1
+    short = {"quant": "q", "prune_ratio": "prune", "rank_ratio": "rank"}
+    parts = [f"{short.get(k, k)} " + " ".join(f"{v}x{n}" for v, n in sorted(c.items()))
+             for k, c in sorted(counts.items())]
+    return "; ".join(parts) or "uncompressed"
+
+
+def front_table(document: dict) -> Table:
+    target = document["target"]["name"]
+    table = Table(title=f"Pareto front: {document['workload']['name']} on {target} "
+                        f"({len(document['front'])} points; m = measured, p = predicted)")
+    for column in ("id", "quality", "size", f"latency ({target})", "energy", "peak RAM",
+                   "host latency", "plan"):
+        table.add_column(column, justify="left" if column == "plan" else "right")
+    for p in document["front"]:
+        prov = p["provenance"]
+        table.add_row(
+            str(p["id"]), f"{p['quality']:.4f}", format_size(p["size_bytes"]),
+            f"{format_time(p['latency_s'])} {_tag(prov['latency_s'])}",
+            f"{format_energy(p['energy_j'])} {_tag(prov['energy_j'])}",
+            f"{format_size(p['peak_ram_bytes'])} {_tag(prov['peak_ram_bytes'])}",
+            f"{format_time(p['host_latency_s'])} m", plan_summary(p["plan"]))
+    return table

@@ -1,0 +1,1 @@
+"""Search: Optuna study over plans, constraints from the budget, Pareto front, resume."""

@@ -1,0 +1,47 @@
+"""Workloads: built-ins by name, ONNX files by path, user code as ``module:function``."""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+from .base import Batch, Outputs, Quality, Workload
+from .onnx_file import WorkloadError, load_onnx_workload
+
+BUILTINS = ("minilm", "digits-cnn")
+DEFAULT = "minilm"
+
+__all__ = ["BUILTINS", "DEFAULT", "Batch", "Outputs", "Quality", "Workload", "WorkloadError",
+           "load_workload"]
+
+
+def load_workload(spec: str) -> Workload:
+    """``minilm`` | ``digits-cnn`` | ``path/to/model.onnx`` | ``package.module:function``."""
+    if spec == "minilm":
+        from .minilm import make_minilm_workload
+
+        return make_minilm_workload()
+    if spec == "digits-cnn":
+        from .digits_cnn import make_digits_workload
+
+        return make_digits_workload()
+    if spec.endswith(".onnx") or Path(spec).suffix:
+        return load_onnx_workload(spec)
+    if ":" in spec:
+        return _load_callable(spec)
+    raise WorkloadError(f"unknown model {spec!r}: use one of {', '.join(BUILTINS)}, "
+                        "a path to an .onnx file, or package.module:function")
+
+
+def _load_callable(spec: str) -> Workload:
+    module_name, _, func_name = spec.partition(":")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        factory = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as err:
+        raise WorkloadError(f"cannot load workload {spec!r}: {err}") from None
+    workload = factory()
+    if not isinstance(workload, Workload):
+        raise WorkloadError(f"{spec} returned {type(workload).__name__}, expected autocompress.Workload")
+    return workload

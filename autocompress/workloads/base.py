@@ -1,0 +1,70 @@
+"""The Workload record: a model, the data it sees, and how its quality is scored.
+
+Everything the search needs to know about a user's problem passes through this
+one record, so compression, backends and search never import a workload module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+Batch = Mapping[str, np.ndarray]
+"""One batch of model inputs, keyed by ONNX input name."""
+
+Outputs = Sequence[np.ndarray]
+"""The model's outputs for one batch, in ``Workload.output_names`` order."""
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A quality score; ``value`` is the objective (higher is better)."""
+
+    value: float
+    metric: str
+    details: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "metric": self.metric, "details": dict(self.details)}
+
+
+Scorer = Callable[[Sequence[Outputs]], Quality]
+"""Scores the outputs of every evaluation batch, in ``Workload.evaluation`` order."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Model + calibration data + held-out evaluation data + metric.
+
+    Exactly one of ``model`` (a float ``torch.nn.Module`` in eval mode, which
+    unlocks structural techniques: pruning, low-rank) and ``onnx_path`` (an
+    ONNX file: quantization only) is set.
+
+    ``example`` is one batch-1 input used for ONNX export and latency timing.
+    ``calibration`` and ``evaluation`` are disjoint lists of batches.
+    ``score`` receives the model outputs for every evaluation batch and returns
+    a :class:`Quality` (higher is better).
+    """
+
+    name: str
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    example: Batch
+    calibration: Sequence[Batch]
+    evaluation: Sequence[Batch]
+    score: Scorer
+    model: object | None = None
+    onnx_path: Path | None = None
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.onnx_path is None):
+            raise ValueError("a Workload needs exactly one of model= or onnx_path=")
+        if not self.evaluation:
+            raise ValueError(f"workload {self.name!r} has no evaluation batches")
+        missing = set(self.input_names) - set(self.example)
+        if missing:
+            raise ValueError(f"workload {self.name!r}: example lacks inputs {sorted(missing)}")

@@ -1,0 +1,165 @@
+"""apply(plan) produces real artifacts: smaller tensors, low-bit storage, close outputs."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, numpy_helper
+from torch import nn
+
+from autocompress.backends.ort_runner import make_session, run_batches
+from autocompress.compression.apply import apply_plan, compress_torch
+from autocompress.compression.knobs import torch_knobs
+from autocompress.compression.plan import Plan
+from autocompress.workloads import Quality, Workload
+from tests.tiny_workload import make_workload
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, 4 * c, 1, bias=False), nn.BatchNorm2d(4 * c),
+                                  nn.ReLU6(), nn.Conv2d(4 * c, 4 * c, 3, 1, 1, groups=4 * c),
+                                  nn.ReLU6(), nn.Conv2d(4 * c, c, 1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def small_cnn_workload() -> Workload:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), Block(16), Block(16),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.standard_normal((8, 1, 16, 16)).astype(np.float32)}
+    return Workload("cnn", ("image",), ("logits",), {"image": batch["image"][:1]}, [batch],
+                    [batch], lambda outs: Quality(0.0, "none"), model=model,
+                    dynamic_axes={"image": {0: "b"}, "logits": {0: "b"}})
+
+
+def all_units(knobs, name, value):
+    units = {}
+    for knob in knobs:
+        if knob.name == name and value in knob.choices:
+            units.setdefault(knob.unit, {})[name] = value
+    return units
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_workload()
+
+
+def outputs(path, workload):
+    return np.concatenate([o[0] for o in run_batches(make_session(path), workload.evaluation)])
+
+
+def reference(workload):
+    with torch.no_grad():
+        return np.concatenate([workload.model(torch.from_numpy(b["x"])).numpy()
+                               for b in workload.evaluation])
+
+
+def weight_tensors(path):
+    model = onnx.load(str(path))
+    return [i for i in model.graph.initializer if len(i.dims) == 2 and not i.name.endswith("_scale")]
+
+
+def test_reported_size_is_the_file_size(tmp_path, tiny):
+    artifact = apply_plan(Plan({"fc1": {"quant": "w8"}}), tiny, tmp_path / "a.onnx")
+    assert artifact.size_bytes == (tmp_path / "a.onnx").stat().st_size
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_uncompressed_plan_reproduces_the_model(tmp_path, tiny):
+    artifact = apply_plan(Plan(), tiny, tmp_path / "a.onnx")
+    np.testing.assert_allclose(outputs(artifact.path, tiny), reference(tiny), atol=1e-5)
+    assert artifact.n_params >= sum(p.numel() for p in tiny.model.parameters())
+
+
+def test_same_plan_gives_the_same_bytes(tmp_path, tiny):
+    plan = Plan({"fc1": {"quant": "w4", "rank_ratio": 0.25}, "fc2": {"quant": "w8a8"}})
+    a = apply_plan(plan, tiny, tmp_path / "a.onnx")
+    b = apply_plan(plan, tiny, tmp_path / "b.onnx")
+    assert a.sha256 == b.sha256
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_pruned_artifact_has_fewer_parameters(tmp_path):
+    workload = small_cnn_workload()
+    knobs = torch_knobs(workload.model, [torch.from_numpy(workload.example["image"])])
+    prune = all_units(knobs, "prune_ratio", 0.5)
+    assert prune, "the CNN offers channel-pruning knobs"
+    full = apply_plan(Plan(), workload, tmp_path / "full.onnx")
+    pruned = apply_plan(Plan(prune), workload, tmp_path / "pruned.onnx")
+    assert pruned.n_params < 0.75 * full.n_params
+    assert pruned.size_bytes < full.size_bytes
+    out = run_batches(make_session(pruned.path), workload.evaluation)[0][0]
+    assert out.shape == (8, 10)
+
+
+def test_pruning_shrinks_transformer_heads_and_neurons():
+    from autocompress.workloads.minilm import make_minilm_workload
+
+    workload = make_minilm_workload()
+    plan = Plan({"layers.0.attention": {"prune_ratio": 0.5}, "layers.1.ffn": {"prune_ratio": 0.75}})
+    model = compress_torch(plan, workload)
+    assert model.layers[0].attention.num_heads == 6
+    assert model.layers[0].attention.q.weight.shape == (6 * 32, 384)
+    assert model.layers[0].attention.o.weight.shape == (384, 6 * 32)
+    assert model.layers[1].ffn.fc1.weight.shape == (384, 384)
+    assert model.layers[1].ffn.fc2.weight.shape == (384, 384)
+    assert workload.model.layers[0].attention.num_heads == 12, "the workload's model is untouched"
+
+
+def test_int8_and_int4_weights_are_stored_in_low_bits(tmp_path, tiny):
+    knobs = torch_knobs(tiny.model, [torch.from_numpy(tiny.example["x"])])
+    for choice, dtype, ratio in (("w8", TensorProto.INT8, 3.2), ("w4", TensorProto.INT4, 5.0)):
+        artifact = apply_plan(Plan(all_units(knobs, "quant", choice)), tiny, tmp_path / f"{choice}.onnx")
+        weights = weight_tensors(artifact.path)
+        assert weights and all(w.data_type == dtype for w in weights)
+        float_size = apply_plan(Plan(), tiny, tmp_path / "f.onnx").size_bytes
+        assert artifact.size_bytes * ratio < float_size * 1.0 + 4096 * ratio
+        out = outputs(artifact.path, tiny)
+        ref = reference(tiny)
+        assert (out.argmax(1) == ref.argmax(1)).mean() > 0.9
+        assert np.abs(out - ref).max() < (0.5 if choice == "w8" else 3.0)
+
+
+def test_int4_packing_is_two_values_per_byte(tmp_path, tiny):
+    artifact = apply_plan(Plan({"fc1": {"quant": "w4"}}), tiny, tmp_path / "a.onnx")
+    packed = [i for i in onnx.load(str(artifact.path)).graph.initializer if i.data_type == TensorProto.INT4]
+    assert len(packed) == 1
+    assert len(packed[0].raw_data) == 64 * 128 // 2
+    values = numpy_helper.to_array(packed[0]).astype(np.int8)
+    assert values.min() >= -8 and values.max() <= 7
+
+
+def test_w8a8_runs_on_int8_kernels(tmp_path, tiny):
+    artifact = apply_plan(Plan({"fc1": {"quant": "w8a8"}, "fc2": {"quant": "w8a8"}}), tiny,
+                          tmp_path / "a.onnx")
+    ops = [n.op_type for n in onnx.load(str(artifact.path)).graph.node]
+    assert ops.count("MatMulInteger") == 2 and "DynamicQuantizeLinear" in ops
+    out, ref = outputs(artifact.path, tiny), reference(tiny)
+    assert (out.argmax(1) == ref.argmax(1)).mean() > 0.95
+
+
+def test_low_rank_replaces_the_layer(tmp_path, tiny):
+    full = apply_plan(Plan(), tiny, tmp_path / "f.onnx")
+    factored = apply_plan(Plan({"fc1": {"rank_ratio": 0.25}}), tiny, tmp_path / "r.onnx")
+    shapes = sorted(tuple(w.dims) for w in weight_tensors(factored.path))
+    assert (64, 16) in shapes and (16, 128) in shapes and (64, 128) not in shapes
+    assert factored.n_params < full.n_params
+
+
+def test_embedding_table_quantizes_to_int8_rows(tmp_path):
+    from autocompress.workloads.minilm import make_minilm_workload
+
+    workload = make_minilm_workload()
+    plan = Plan({"embeddings.word": {"quant": "w8", "rank_ratio": 1.0}})
+    full = apply_plan(Plan(), workload, tmp_path / "f.onnx")
+    quant = apply_plan(plan, workload, tmp_path / "q.onnx")
+    saved = full.size_bytes - quant.size_bytes
+    assert saved == pytest.approx(30522 * 384 * 3 - 30522 * 4, rel=0.01)
+    session = make_session(quant.path)
+    score = workload.score(run_batches(session, workload.evaluation))
+    assert score.value > 0.99
