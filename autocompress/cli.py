@@ -140,7 +140,8 @@ def _targets(console: Console) -> int:
     from .units import format_size
 
     table = Table(title="device profiles")
-    for column in ("name", "unit", "TVM target", "fp32 / int8 peak", "bandwidth", "RAM",
+    table.add_column("name", no_wrap=True)
+    for column in ("unit", "TVM target", "fp32 / int8 peak", "bandwidth", "RAM",
                    "power idle/typ/max W"):
         table.add_column(column)
     for name in known_targets():

@@ -28,7 +28,8 @@ def front_table(document: dict) -> Table:
                         f"({len(document['front'])} points; m = measured, p = predicted)")
     for column in ("id", "quality", "size", f"latency ({target})", "energy", "peak RAM",
                    "host latency", "plan"):
-        table.add_column(column, justify="left" if column == "plan" else "right")
+        table.add_column(column, justify="left" if column == "plan" else "right",
+                         no_wrap=column != "plan")
     for p in document["front"]:
         prov = p["provenance"]
         table.add_row(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -25,10 +26,10 @@ def load_workload(spec: str) -> Workload:
         from .digits_cnn import make_digits_workload
 
         return make_digits_workload()
-    if spec.endswith(".onnx") or Path(spec).suffix:
-        return load_onnx_workload(spec)
-    if ":" in spec:
+    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec) and not Path(spec).exists():
         return _load_callable(spec)
+    if spec.endswith(".onnx") or Path(spec).suffix or Path(spec).exists():
+        return load_onnx_workload(spec)
     raise WorkloadError(f"unknown model {spec!r}: use one of {', '.join(BUILTINS)}, "
                         "a path to an .onnx file, or package.module:function")
 

@@ -1,0 +1,116 @@
+"""Searches end to end: constraints respected, resume keeps every finished trial."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autocompress import api
+from autocompress.search.objectives import Budget
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "tests.tiny_workload:make_workload"
+
+
+def test_digits_search_front_meets_the_budget(tmp_path):
+    budget = 60_000
+    config = api.SearchConfig(model="digits-cnn", target="raspberry-pi-4", trials=8, seed=1,
+                              budget=Budget(max_size_bytes=budget), out=str(tmp_path / "run"))
+    result = api.search(config)
+    document = json.loads((tmp_path / "run" / "pareto.json").read_text())
+    assert document == json.loads(json.dumps(result.document))
+    assert document["study"]["n_trials"] == 8
+    assert document["baseline"]["size_bytes"] > budget, "the budget really constrains"
+    assert document["front"], "a feasible point exists"
+    for p in document["front"]:
+        artifact = tmp_path / "run" / p["artifact"]
+        assert p["size_bytes"] <= budget
+        assert artifact.stat().st_size == p["size_bytes"]
+        assert all(v <= 0 for v in p["constraints"].values())
+        assert p["provenance"]["latency_s"]["kind"] == "predicted"
+        assert p["provenance"]["latency_s"]["device"] == "raspberry-pi-4"
+        assert p["provenance"]["host_latency_s"]["kind"] == "measured"
+        assert 0 <= p["quality"] <= 1
+        for key in ("id", "plan", "latency_s", "peak_ram_bytes", "energy_j"):
+            assert key in p
+
+
+def test_host_target_reports_measured_latency(tmp_path):
+    config = api.SearchConfig(model=TINY, target="host", trials=3, out=str(tmp_path / "run"))
+    document = api.search(config).document
+    for p in document["front"]:
+        assert p["provenance"]["latency_s"]["kind"] == "measured"
+        assert p["latency_s"] == p["host_latency_s"]
+        assert p["provenance"]["latency_s"]["repeats"] >= 10
+
+
+def _finished(storage: str) -> list:
+    try:
+        study = optuna.load_study(study_name="autocompress", storage=storage)
+    except Exception:
+        return []
+    return [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+
+
+def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):
+    run_dir = tmp_path / "run"
+    storage = f"sqlite:///{run_dir / 'study.db'}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "autocompress.cli", "search", "--model", TINY, "--target",
+           "host", "--trials", "12", "--out", str(run_dir)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while len(_finished(storage)) < 4 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {t.number: (t.values, t.params) for t in _finished(storage)}
+    assert 4 <= len(before) < 12, "killed mid-way"
+    assert not (run_dir / "pareto.json").exists(), "a killed run does not look finished"
+
+    result = api.resume(run_dir)
+    study = optuna.load_study(study_name="autocompress", storage=storage)
+    after = {t.number: (t.values, t.params) for t in study.get_trials()
+             if t.state in (TrialState.COMPLETE, TrialState.FAIL)}
+    for number, record in before.items():
+        assert after[number] == record, "finished trials are kept as they were"
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 12 - 1     # at most the one interrupted mid-trial is marked failed
+    interrupted = [t for t in study.get_trials() if t.state == TrialState.FAIL]
+    assert all("interrupted" in t.user_attrs["fail_reason"] for t in interrupted)
+    assert (run_dir / "pareto.json").exists() and result.document["study"]["n_trials"] >= 12
+
+
+def test_failing_candidate_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
+    from autocompress import pipeline
+
+    real = pipeline.Evaluator.evaluate
+    calls = {"n": 0}
+
+    def flaky(self, plan):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash inside the candidate")
+        return real(self, plan)
+
+    monkeypatch.setattr(pipeline.Evaluator, "evaluate", flaky)
+    config = api.SearchConfig(model=TINY, target="host", trials=4, out=str(tmp_path / "run"))
+    document = api.search(config).document
+    assert document["study"]["n_failed"] == 1
+    assert document["study"]["failures"][0]["reason"] == "RuntimeError: simulated crash inside the candidate"
+    assert document["study"]["n_complete"] == 3
+
+
+def test_trial_timeout_is_recorded_as_a_failure():
+    from autocompress.search.study import TrialTimeout, time_limit
+
+    with pytest.raises(TrialTimeout, match="time limit of 0.2 s"):
+        with time_limit(0.2):
+            time.sleep(2)
