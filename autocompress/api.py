@@ -82,7 +82,7 @@ def discover_knobs(workload: Workload):
         import torch
 
         args = [torch.from_numpy(workload.example[n]) for n in workload.input_names]
-        return torch_knobs(workload.model, args)
+        return torch_knobs(workload.model, args, workload.input_names)
     import onnx
 
     return onnx_knobs(weight_initializers(to_opset(onnx.load(str(workload.onnx_path)))))

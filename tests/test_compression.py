@@ -163,3 +163,27 @@ def test_embedding_table_quantizes_to_int8_rows(tmp_path):
     session = make_session(quant.path)
     score = workload.score(run_batches(session, workload.evaluation))
     assert score.value > 0.99
+
+
+def test_vocabulary_pruning_keeps_the_corpus_rows(tmp_path):
+    from autocompress.workloads.minilm import make_minilm_workload
+
+    workload = make_minilm_workload()
+    corpus = set(np.concatenate([b["input_ids"].ravel() for b in workload.calibration]).tolist())
+    corpus.add(workload.vocab_fallback_id)
+    model = compress_torch(Plan({"embeddings.word": {"vocab": "corpus"}}), workload)
+    assert model.embeddings.word.embed.weight.shape == (len(corpus), 384)
+    full = apply_plan(Plan(), workload, tmp_path / "f.onnx")
+    pruned = apply_plan(Plan({"embeddings.word": {"vocab": "corpus", "quant": "w8"}}), workload,
+                        tmp_path / "v.onnx")
+    expected_saving = 30522 * 384 * 4 - len(corpus) * (384 + 4) - 30522 * 4
+    assert full.size_bytes - pruned.size_bytes == pytest.approx(expected_saving, rel=0.01)
+    session = make_session(pruned.path)
+    assert workload.score(run_batches(session, workload.evaluation)).value > 0.85   # unseen ids -> [UNK]
+    # a calibration sentence's ids are all kept: its embedding is unchanged by the pruning alone
+    only_vocab = apply_plan(Plan({"embeddings.word": {"vocab": "corpus"}}), workload, tmp_path / "o.onnx")
+    batch = workload.calibration[0]
+    with torch.no_grad():
+        ref = workload.model(torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"]))
+    out = make_session(only_vocab.path).run(None, dict(batch))[0]
+    np.testing.assert_allclose(out, ref.numpy(), atol=1e-4)

@@ -79,13 +79,13 @@ def test_load_minilm_returns_independent_copies():
 
 
 def test_sentences_disjoint_and_sized(workload):
-    calibration, evaluation = minilm.split_sentences(128, 256)
-    assert len(calibration) == 128 and len(evaluation) == 256
-    assert len(set(calibration)) == 128 and len(set(evaluation)) == 256
+    calibration, evaluation = minilm.split_sentences(640, 256)
+    assert len(calibration) == 640 and len(evaluation) == 256
+    assert len(set(calibration)) == 640 and len(set(evaluation)) == 256
     assert not set(calibration) & set(evaluation)
     for s in calibration + evaluation:
         assert s.isascii() and s.endswith(".") and 6 <= len(s.split()) <= 40
-    assert sum(len(b["input_ids"]) for b in workload.calibration) == 128
+    assert sum(len(b["input_ids"]) for b in workload.calibration) == 640
     assert sum(len(b["input_ids"]) for b in workload.evaluation) == 256
 
 

@@ -18,8 +18,9 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from . import lowrank, pruning
-from .plan import PRUNE_RATIO, QUANT, RANK_RATIO, Plan
+from . import lowrank, pruning, vocab
+from .knobs import factor_rank
+from .plan import PRUNE_RATIO, QUANT, RANK_RATIO, VOCAB, Plan
 from .quantize import quantize, to_opset, weight_initializers
 
 
@@ -76,6 +77,7 @@ def compress_torch(plan: Plan, workload) -> nn.Module:
     unknown = sorted(set(plan.units) - set(modules))
     if unknown:
         raise PlanError(f"plan names units the model does not have: {unknown[:5]}")
+    _apply_vocab(model, plan, workload, args)
     heads = set(pruning.attention_units(model))
     ffns = set(pruning.ffn_units(model))
     groups = {}
@@ -96,6 +98,22 @@ def compress_torch(plan: Plan, workload) -> nn.Module:
     return model.eval()
 
 
+def _apply_vocab(model: nn.Module, plan: Plan, workload, args) -> None:
+    units = [u for u, k in sorted(plan.units.items()) if k.get(VOCAB) == "corpus"]
+    if not units:
+        return
+    feeds = vocab.embedding_inputs(model, args, workload.input_names)
+    for unit in units:
+        if unit not in feeds:
+            raise PlanError(f"vocabulary pruning needs an embedding fed by a model input; "
+                            f"{unit!r} is not")
+        corpus = [batch[feeds[unit]] for batch in workload.calibration]
+        parent_name, _, attr = unit.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        fallback = (workload.vocab_fallback_id if workload.vocab_fallback_id is not None else 0)
+        setattr(parent, attr, vocab.prune_vocab(getattr(parent, attr), corpus, fallback))
+
+
 def _apply_lowrank(model: nn.Module, plan: Plan) -> None:
     for unit, knobs in sorted(plan.units.items()):
         ratio = float(knobs.get(RANK_RATIO, 1.0))
@@ -103,11 +121,12 @@ def _apply_lowrank(model: nn.Module, plan: Plan) -> None:
             continue
         parent_name, _, attr = unit.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
+        if isinstance(getattr(parent, attr), vocab.VocabPruned):
+            parent, attr = getattr(parent, attr), "embed"
         layer = getattr(parent, attr)
-        from .knobs import factor_rank
-
         rank = factor_rank(lowrank.full_rank(layer), ratio)
-        setattr(parent, attr, lowrank.factorize(layer, rank))
+        if lowrank.saves_parameters(layer, rank):
+            setattr(parent, attr, lowrank.factorize(layer, rank))
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -128,9 +147,7 @@ def match_initializers(proto: onnx.ModelProto, model: nn.Module) -> dict[str, st
     for name, module in model.named_modules():
         if not isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
             continue
-        parent, _, _ = name.rpartition(".")
-        unit = parent if isinstance(model.get_submodule(parent) if parent else model,
-                                    lowrank.LowRank) else name
+        unit = _unit_of(model, name)
         weight = module.weight.detach().numpy()
         by_content[_fingerprint(weight)] = unit
         if weight.ndim == 2:
@@ -142,6 +159,16 @@ def match_initializers(proto: onnx.ModelProto, model: nn.Module) -> dict[str, st
         if unit is not None:
             matched[name] = unit
     return matched
+
+
+def _unit_of(model: nn.Module, name: str) -> str:
+    """The plan unit a module belongs to: wrappers (low-rank pair, pruned vocabulary) answer for their parts."""
+    while "." in name:
+        parent = name.rpartition(".")[0]
+        if not isinstance(model.get_submodule(parent), (lowrank.LowRank, vocab.VocabPruned)):
+            break
+        name = parent
+    return name
 
 
 def _fingerprint(array: np.ndarray) -> str:

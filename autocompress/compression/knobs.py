@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .plan import PRUNE_RATIO, QUANT, RANK_RATIO
+from .plan import PRUNE_RATIO, QUANT, RANK_RATIO, VOCAB
 
 PRUNE_CHOICES = (0.0, 0.25, 0.5, 0.75)
 RANK_CHOICES = (1.0, 0.5, 0.25, 0.125)
 EMBEDDING_RANK_CHOICES = (1.0, 0.5, 0.25, 0.125, 0.0625)
 QUANT_CHOICES = ("float", "w8", "w4", "w8a8")
+VOCAB_CHOICES = ("full", "corpus")
 EMBEDDING_QUANT_CHOICES = ("float", "w8")   # rows are gathered; no int8 matmul to run
 MIN_FACTOR_DIM = 16                          # smaller layers gain nothing from factorising
 MIN_EMBEDDING_ROWS = 1000
@@ -37,11 +38,13 @@ class Knob:
         return f"{self.unit}:{self.name}"
 
 
-def torch_knobs(model, example_args: Sequence) -> list[Knob]:
-    """Knobs of a torch model: structured pruning, low-rank rank and quantization per layer."""
+def torch_knobs(model, example_args: Sequence, input_names: Sequence[str] = ()) -> list[Knob]:
+    """Knobs of a torch model: structured pruning, low-rank rank and quantization per layer,
+    and vocabulary pruning for embeddings fed straight from a model input."""
     from torch import nn
 
     from .pruning import attention_units, ffn_units, group_units
+    from .vocab import embedding_inputs
 
     knobs: list[Knob] = []
     attn, ffn = attention_units(model), ffn_units(model)
@@ -50,8 +53,11 @@ def torch_knobs(model, example_args: Sequence) -> list[Knob]:
         prune_units = [(n, "channels") for n in group_units(model, example_args)]
     for name, what in prune_units:
         knobs.append(Knob(name, PRUNE_RATIO, PRUNE_CHOICES, f"structured pruning ({what})"))
+    fed = embedding_inputs(model, example_args, input_names) if input_names else {}
     for name, module in model.named_modules():
         if isinstance(module, nn.Embedding) and module.num_embeddings >= MIN_EMBEDDING_ROWS:
+            if name in fed:
+                knobs.append(Knob(name, VOCAB, VOCAB_CHOICES, "vocabulary pruning"))
             ranks = _useful_ranks(module.num_embeddings, module.embedding_dim, 1,
                                   EMBEDDING_RANK_CHOICES)
             knobs += _rank_knob(name, ranks)

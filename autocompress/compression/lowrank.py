@@ -81,3 +81,10 @@ def full_rank(module: nn.Module) -> int:
     if isinstance(module, nn.Embedding):
         return min(module.weight.shape)
     raise TypeError(f"low-rank factorization does not handle {type(module).__name__}")
+
+
+def saves_parameters(module: nn.Module, rank: int) -> bool:
+    """Whether the rank-``rank`` factor pair holds fewer parameters than the layer itself."""
+    weight = module.weight
+    rows, cols = weight.shape[0], weight[0].numel()
+    return rank * (rows + cols) < rows * cols

@@ -18,6 +18,7 @@ PLAN_VERSION = 1
 PRUNE_RATIO = "prune_ratio"   # fraction of channels / neurons / heads removed
 RANK_RATIO = "rank_ratio"     # kept rank as a fraction of the full rank (1.0 = not factorised)
 QUANT = "quant"               # "float" | "w8" | "w4" | "w8a8"
+VOCAB = "vocab"               # "full" | "corpus" (keep the embedding rows the corpus uses)
 
 QUANT_BITS = {"float": (32, 32), "w8": (8, 32), "w4": (4, 32), "w8a8": (8, 8)}
 """quant choice -> (weight bits, activation bits)."""

@@ -26,10 +26,8 @@ def front_table(document: dict) -> Table:
     target = document["target"]["name"]
     table = Table(title=f"Pareto front: {document['workload']['name']} on {target} "
                         f"({len(document['front'])} points; m = measured, p = predicted)")
-    for column in ("id", "quality", "size", f"latency ({target})", "energy", "peak RAM",
-                   "host latency", "plan"):
-        table.add_column(column, justify="left" if column == "plan" else "right",
-                         no_wrap=column != "plan")
+    for column in ("id", "quality", "size", "latency", "energy", "peak RAM", "host lat."):
+        table.add_column(column, justify="right", no_wrap=True)
     for p in document["front"]:
         prov = p["provenance"]
         table.add_row(
@@ -37,5 +35,9 @@ def front_table(document: dict) -> Table:
             f"{format_time(p['latency_s'])} {_tag(prov['latency_s'])}",
             f"{format_energy(p['energy_j'])} {_tag(prov['energy_j'])}",
             f"{format_size(p['peak_ram_bytes'])} {_tag(prov['peak_ram_bytes'])}",
-            f"{format_time(p['host_latency_s'])} m", plan_summary(p["plan"]))
+            f"{format_time(p['host_latency_s'])} m")
+    table.caption = (f"latency, energy and peak RAM on {target}; host lat. = ONNX Runtime on "
+                     "this machine. Plans:\n" + "\n".join(
+                         f"{p['id']}: {plan_summary(p['plan'])}" for p in document["front"]))
+    table.caption_justify = "left"
     return table

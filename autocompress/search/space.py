@@ -26,21 +26,29 @@ def params_to_plan(params: dict, knobs: Sequence[Knob]) -> Plan:
     return Plan(units)
 
 
+LADDER_LEVELS = (0.0, 0.35, 0.7, 1.0)
+"""Uniform aggressiveness levels enqueued before the sampler starts."""
+
+
 def anchor_params(knobs: Sequence[Knob]) -> list[dict]:
-    """Footholds enqueued before the sampler starts: the uncompressed model, uniform
-    int8 (the usual first try), and the most compressed corner (so a tight budget
-    has at least one feasible point to move from)."""
-    identity = {k.key: k.choices[0] for k in knobs}
-    int8 = dict(identity)
-    for knob in knobs:
-        if knob.name == "quant":
-            int8[knob.key] = "w8a8" if "w8a8" in knob.choices else "w8"
-    smallest = {k.key: _most_compressing(k) for k in knobs}
-    anchors = [identity, int8, smallest]
-    return [a for i, a in enumerate(anchors) if a not in anchors[:i]]
+    """Footholds enqueued before the sampler starts: the uncompressed model and a ladder
+    of uniform settings up to the most compressed corner, so the front spans the size
+    range from the first trials and a tight budget has a feasible point to move from."""
+    anchors = []
+    for level in LADDER_LEVELS:
+        params = {}
+        for knob in knobs:
+            ladder = _ladder(knob)
+            params[knob.key] = ladder[round(level * (len(ladder) - 1))]
+        if params not in anchors:
+            anchors.append(params)
+    return anchors
 
 
-def _most_compressing(knob: Knob):
+def _ladder(knob: Knob) -> list:
+    """The knob's choices from gentlest to most compressing (int8 before int4)."""
     if knob.name == "quant":
-        return "w4" if "w4" in knob.choices else knob.choices[-1]
-    return knob.choices[-1]
+        order = ("float", "w8a8", "w8", "w4")
+        return sorted(knob.choices, key=order.index) if set(knob.choices) <= set(order) \
+            else list(knob.choices)
+    return list(knob.choices)

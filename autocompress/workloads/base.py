@@ -44,6 +44,7 @@ class Workload:
 
     ``example`` is one batch-1 input used for ONNX export and latency timing.
     ``calibration`` and ``evaluation`` are disjoint lists of batches.
+    ``calibration`` also serves as the corpus for vocabulary pruning.
     ``score`` receives the model outputs for every evaluation batch and returns
     a :class:`Quality` (higher is better).
     """
@@ -59,6 +60,8 @@ class Workload:
     onnx_path: Path | None = None
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None
     description: str = ""
+    vocab_fallback_id: int | None = None
+    """Token id that ids outside a pruned vocabulary map to (e.g. ``[UNK]``)."""
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.onnx_path is None):

@@ -400,7 +400,7 @@ def _teacher_embeddings(n_calibration: int, n_evaluation: int, batch_size: int) 
     return embeddings
 
 
-def make_minilm_workload(n_calibration: int = 128, n_evaluation: int = 256, batch_size: int = 32) -> Workload:
+def make_minilm_workload(n_calibration: int = 640, n_evaluation: int = 256, batch_size: int = 32) -> Workload:
     """The all-MiniLM-L6-v2 workload, scored by fidelity to the uncompressed model."""
     calibration, evaluation = split_sentences(n_calibration, n_evaluation)
     teacher = _teacher_embeddings(n_calibration, n_evaluation, batch_size)
@@ -413,6 +413,7 @@ def make_minilm_workload(n_calibration: int = 128, n_evaluation: int = 256, batc
         evaluation=_batches(evaluation, batch_size),
         score=make_scorer(teacher),
         model=load_minilm(),
+        vocab_fallback_id=load_tokenizer().token_to_id("[UNK]"),
         dynamic_axes={
             "input_ids": {0: "batch", 1: "sequence"},
             "attention_mask": {0: "batch", 1: "sequence"},

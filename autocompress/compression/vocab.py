@@ -1,0 +1,59 @@
+"""Vocabulary pruning: keep only the embedding rows a calibration corpus uses.
+
+The table shrinks to the kept rows; a small int32 remap table (old id -> new row)
+sits in front of it, and ids never seen in the corpus map to the workload's
+fallback token (e.g. ``[UNK]``). Exported to ONNX as Gather(remap) -> Gather(table).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class VocabPruned(nn.Module):
+    """An embedding over the kept rows, addressed through ``remap``."""
+
+    def __init__(self, remap: torch.Tensor, embed: nn.Module):
+        super().__init__()
+        self.register_buffer("remap", remap)
+        self.embed = embed
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.remap[ids])
+
+
+def embedding_inputs(model: nn.Module, example_args, input_names) -> dict[str, str]:
+    """Embedding module name -> model input name, for embeddings fed straight from an input."""
+    found: dict[str, str] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding):
+            def hook(mod, inputs, output, name=name):
+                for arg, input_name in zip(example_args, input_names):
+                    if inputs[0] is arg:
+                        found[name] = input_name
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(*example_args)
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+@torch.no_grad()
+def prune_vocab(embedding: nn.Embedding, corpus_ids: Iterable[np.ndarray], fallback_id: int) -> VocabPruned:
+    """Keep the rows of ids in ``corpus_ids`` (plus ``fallback_id``), in id order."""
+    seen = np.unique(np.concatenate([np.asarray(ids).ravel() for ids in corpus_ids] + [[fallback_id]]))
+    seen = seen[(seen >= 0) & (seen < embedding.num_embeddings)]
+    keep = torch.from_numpy(seen.astype(np.int64))
+    table = nn.Embedding(len(keep), embedding.embedding_dim)
+    table.weight.copy_(embedding.weight[keep])
+    fallback_row = int(np.searchsorted(seen, fallback_id))
+    remap = torch.full((embedding.num_embeddings,), fallback_row, dtype=torch.int32)
+    remap[keep] = torch.arange(len(keep), dtype=torch.int32)
+    return VocabPruned(remap, table)
