@@ -44,13 +44,18 @@ def measure(model: str, trials: int, budget: int, target: str) -> dict:
         timed = [t.user_attrs["metrics"]["timings_s"] for t in study.trials
                  if "metrics" in t.user_attrs and not t.user_attrs.get("reused_from_cache")]
     split = {p: statistics.median(t[p] for t in timed) for p in PHASES}
+    best = max(document["front"], key=lambda p: p["quality"], default=None)
+    baseline = document["baseline"]
     return {
         "model": model, "target": target, "trials": trials, "evaluated": len(timed),
         "reused_from_cache": trials - len(timed), "setup_s": setup_s, "search_wall_s": wall,
         "trials_per_minute": 60 * trials / wall,
         "median_trial_s": statistics.median(t["total"] for t in timed),
         "median_split_s": split, "front_size": len(document["front"]),
-        "best_quality_in_budget": max((p["quality"] for p in document["front"]), default=None),
+        "budget_bytes": budget,
+        "baseline": {k: baseline[k] for k in ("quality", "size_bytes", "host_latency_s")},
+        "best_in_budget": best and {k: best[k] for k in ("quality", "size_bytes", "host_latency_s",
+                                                         "latency_s", "plan")},
     }
 
 
@@ -69,6 +74,15 @@ def main() -> None:
         print(f"| {r['model']} | {r['trials']} ({r['reused_from_cache']} cached) | "
               f"{r['trials_per_minute']:.1f} | {r['median_trial_s']:.2f} s | "
               + " | ".join(f"{s[p]:.2f} s" for p in PHASES) + f" | {r['front_size']} |")
+    print()
+    print("| workload | uncompressed: quality, size, host latency | budget | best quality in budget: quality, size, host latency, predicted target latency |")
+    print("|---|---|---|---|")
+    for r in rows:
+        b, p = r["baseline"], r["best_in_budget"]
+        best = (f"{p['quality']:.4f}, {p['size_bytes'] / 1e6:.3f} MB, {p['host_latency_s'] * 1e3:.2f} ms, "
+                f"{p['latency_s'] * 1e3:.2f} ms on {r['target']}") if p else "none feasible"
+        print(f"| {r['model']} | {b['quality']:.4f}, {b['size_bytes'] / 1e6:.3f} MB, "
+              f"{b['host_latency_s'] * 1e3:.2f} ms | {r['budget_bytes'] / 1e6:g} MB | {best} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": os.uname().machine, "cpus": os.cpu_count(),
                                           "rows": rows}, indent=2) + "\n")

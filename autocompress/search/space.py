@@ -26,29 +26,27 @@ def params_to_plan(params: dict, knobs: Sequence[Knob]) -> Plan:
     return Plan(units)
 
 
-LADDER_LEVELS = (0.0, 0.35, 0.7, 1.0)
-"""Uniform aggressiveness levels enqueued before the sampler starts."""
+ANCHOR_QUANT = ("w8a8", "w4", "w8")
+"""Uniform quantization settings enqueued as anchors (low-risk, large wins)."""
 
 
 def anchor_params(knobs: Sequence[Knob]) -> list[dict]:
-    """Footholds enqueued before the sampler starts: the uncompressed model and a ladder
-    of uniform settings up to the most compressed corner, so the front spans the size
-    range from the first trials and a tight budget has a feasible point to move from."""
-    anchors = []
-    for level in LADDER_LEVELS:
-        params = {}
-        for knob in knobs:
-            ladder = _ladder(knob)
-            params[knob.key] = ladder[round(level * (len(ladder) - 1))]
-        if params not in anchors:
-            anchors.append(params)
-    return anchors
+    """Footholds enqueued before the sampler starts: the uncompressed model, the most
+    compressed corner (so a tight budget has a feasible point to move from), and uniform
+    quantization at each precision with no structural change. Uniform structural settings
+    are not anchors: per-layer sensitivity differs by orders of magnitude (one 1x1 conv at
+    half rank can take a CNN to chance), which is what the per-layer search is for."""
+    identity = {k.key: k.choices[0] for k in knobs}
+    smallest = {k.key: _most_compressing(k) for k in knobs}
+    anchors = [identity, smallest]
+    for choice in ANCHOR_QUANT:
+        params = {k.key: (choice if k.name == "quant" and choice in k.choices else k.choices[0])
+                  for k in knobs}
+        anchors.append(params)
+    return [a for i, a in enumerate(anchors) if a not in anchors[:i]]
 
 
-def _ladder(knob: Knob) -> list:
-    """The knob's choices from gentlest to most compressing (int8 before int4)."""
+def _most_compressing(knob: Knob):
     if knob.name == "quant":
-        order = ("float", "w8a8", "w8", "w4")
-        return sorted(knob.choices, key=order.index) if set(knob.choices) <= set(order) \
-            else list(knob.choices)
-    return list(knob.choices)
+        return "w4" if "w4" in knob.choices else knob.choices[-1]
+    return knob.choices[-1]
