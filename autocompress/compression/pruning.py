@@ -12,6 +12,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from .tracing import trace_calls
+
 CHANNEL_ROUND_TO = 4   # kept channel counts are multiples of this (regular kernels)
 NEURON_ROUND_TO = 8
 
@@ -88,14 +90,8 @@ def _slice_linear(layer: nn.Linear, rows=None, cols=None) -> nn.Linear:
 def _output_layers(model: nn.Module, example_args: Sequence) -> list[nn.Module]:
     """The last Conv/Linear to run: its outputs are the model's, so its width is fixed."""
     order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod))
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            model(*example_args)
-    finally:
-        for h in hooks:
-            h.remove()
+    trace_calls(model, example_args, (nn.Conv2d, nn.Linear),
+                lambda name, module, inputs: order.append(module))
     return order[-1:]
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .tracing import trace_calls
+
 
 class VocabPruned(nn.Module):
     """An embedding over the kept rows, addressed through ``remap``."""
@@ -28,20 +30,13 @@ class VocabPruned(nn.Module):
 def embedding_inputs(model: nn.Module, example_args, input_names) -> dict[str, str]:
     """Embedding module name -> model input name, for embeddings fed straight from an input."""
     found: dict[str, str] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Embedding):
-            def hook(mod, inputs, output, name=name):
-                for arg, input_name in zip(example_args, input_names):
-                    if inputs[0] is arg:
-                        found[name] = input_name
-            hooks.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(*example_args)
-    finally:
-        for h in hooks:
-            h.remove()
+
+    def on_call(name, module, inputs):
+        for arg, input_name in zip(example_args, input_names):
+            if inputs[0] is arg:
+                found[name] = input_name
+
+    trace_calls(model, example_args, (nn.Embedding,), on_call)
     return found
 
 
