@@ -103,14 +103,13 @@ def _apply_vocab(model: nn.Module, plan: Plan, workload, args) -> None:
     if not units:
         return
     feeds = vocab.embedding_inputs(model, args, workload.input_names)
+    fallback = workload.vocab_fallback_id if workload.vocab_fallback_id is not None else 0
     for unit in units:
         if unit not in feeds:
             raise PlanError(f"vocabulary pruning needs an embedding fed by a model input; "
                             f"{unit!r} is not")
         corpus = [batch[feeds[unit]] for batch in workload.calibration]
-        parent_name, _, attr = unit.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        fallback = (workload.vocab_fallback_id if workload.vocab_fallback_id is not None else 0)
+        parent, attr = _parent_and_attr(model, unit)
         setattr(parent, attr, vocab.prune_vocab(getattr(parent, attr), corpus, fallback))
 
 
@@ -119,14 +118,19 @@ def _apply_lowrank(model: nn.Module, plan: Plan) -> None:
         ratio = float(knobs.get(RANK_RATIO, 1.0))
         if ratio >= 1.0:
             continue
-        parent_name, _, attr = unit.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
+        parent, attr = _parent_and_attr(model, unit)
         if isinstance(getattr(parent, attr), vocab.VocabPruned):
             parent, attr = getattr(parent, attr), "embed"
         layer = getattr(parent, attr)
         rank = factor_rank(lowrank.full_rank(layer), ratio)
         if lowrank.saves_parameters(layer, rank):
             setattr(parent, attr, lowrank.factorize(layer, rank))
+
+
+def _parent_and_attr(model: nn.Module, unit: str) -> tuple[nn.Module, str]:
+    """The module holding ``unit`` and its attribute name there, for replacing the unit."""
+    parent_name, _, attr = unit.rpartition(".")
+    return (model.get_submodule(parent_name) if parent_name else model), attr
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -92,9 +92,14 @@ def _useful_ranks(out_dim: int, in_dim: int, kernel: int, choices: tuple) -> tup
     keep = [1.0]
     for ratio in choices[1:]:
         rank = factor_rank(full, ratio)
-        if rank * (in_dim * kernel + out_dim) < out_dim * in_dim * kernel:
+        if factor_saves(out_dim, in_dim * kernel, rank):
             keep.append(ratio)
     return tuple(keep)
+
+
+def factor_saves(rows: int, cols: int, rank: int) -> bool:
+    """Whether a rank-``rank`` factor pair of a rows x cols weight holds fewer parameters."""
+    return rank * (rows + cols) < rows * cols
 
 
 def factor_rank(full_rank: int, ratio: float) -> int:

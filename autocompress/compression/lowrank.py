@@ -85,6 +85,6 @@ def full_rank(module: nn.Module) -> int:
 
 def saves_parameters(module: nn.Module, rank: int) -> bool:
     """Whether the rank-``rank`` factor pair holds fewer parameters than the layer itself."""
-    weight = module.weight
-    rows, cols = weight.shape[0], weight[0].numel()
-    return rank * (rows + cols) < rows * cols
+    from .knobs import factor_saves
+
+    return factor_saves(module.weight.shape[0], module.weight[0].numel(), rank)

@@ -76,10 +76,11 @@ def quantize(model: onnx.ModelProto, choices: Mapping[str, str]) -> onnx.ModelPr
     if dynamic_nodes:
         model = _quantize_dynamic(model, dynamic_nodes)
     inits = {i.name: i for i in model.graph.initializer}
+    consumers = _consumers(model.graph)   # rewrites below touch only their own weight's nodes
     for name, choice in sorted(choices.items()):
         if choice in ("w8", "w4") and name in inits:
             _weight_only(model.graph, inits[name], 8 if choice == "w8" else 4,
-                         _consumers(model.graph).get(name, []))
+                         consumers.get(name, []))
     return model
 
 
