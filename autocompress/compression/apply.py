@@ -1,7 +1,9 @@
 """apply(plan, workload) -> a real ONNX artifact on disk.
 
-Order: structured pruning (torch) -> BatchNorm folding -> low-rank (torch) -> ONNX export
--> quantization (ONNX). Every step changes real tensors; the artifact's size is its file.
+Order: vocabulary -> structured pruning -> drop / share blocks -> BatchNorm folding
+-> low-rank -> conv decomposition -> module replacing -> distillation (all torch; see
+compression/structural.py) -> ONNX export -> quantization (ONNX). Every step changes real
+tensors; the artifact's size is its file.
 """
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from . import lowrank, pruning, vocab
+from . import decompose, distill, lowrank, pruning, replace, structural, vocab
 from .knobs import factor_rank
-from .plan import PRUNE_RATIO, QUANT, RANK_RATIO, VOCAB, Plan
-from .quantize import quantize, to_opset, weight_initializers
+from .plan import (CALIBRATION, CLUSTERS, PRUNE_RATIO, QUANT, RANK_RATIO, SPARSITY, VOCAB,
+                   QUANT_BITS, WHOLE_MODEL, Plan)
+from .quantize import to_opset, weight_initializers
+from .weight_storage import NO_CALIBRATION, WeightPlan, compress_weights
 
 
 class PlanError(ValueError):
@@ -36,17 +40,25 @@ class Artifact:
     sha256: str
 
 
-def apply_plan(plan: Plan, workload, out_path: Path, timings: dict | None = None) -> Artifact:
+def apply_plan(plan: Plan, workload, out_path: Path, timings: dict | None = None,
+               model: nn.Module | None = None) -> Artifact:
     """Compress the workload's model by ``plan`` and write the ONNX file to ``out_path``.
 
     ``timings`` (if given) receives seconds spent in ``apply`` (torch stage) and ``export``
-    (ONNX export, quantization, writing).
+    (ONNX export, quantization, writing). ``model`` (if given) is the plan's torch stage
+    already done (e.g. fine-tuned by QAT): it is exported and quantized the normal way.
     """
     timings = {} if timings is None else timings
     start = time.perf_counter()
     if workload.model is not None:
-        model = compress_torch(plan, workload)
+        model = compress_torch(plan, workload) if model is None else model
         timings["apply"] = time.perf_counter() - start
+        from .early_exit import build as build_early_exit, plan_exit
+
+        if plan_exit(plan) is not None:   # segments + If node, each segment stored as below
+            artifact = write_artifact(build_early_exit(plan, workload, model), out_path)
+            timings["export"] = time.perf_counter() - start - timings["apply"]
+            return artifact
         from ..backends.onnx_export import export_onnx
 
         proto = to_opset(export_onnx(model, workload))
@@ -58,15 +70,31 @@ def apply_plan(plan: Plan, workload, out_path: Path, timings: dict | None = None
     unknown = sorted(set(plan.units) - set(units.values()) - _structural_units(plan))
     if workload.model is None and unknown:
         raise PlanError(f"plan names weights the model does not have: {unknown[:5]}")
-    choices = {init: plan.get(unit, QUANT, "float") for init, unit in units.items()}
-    proto = quantize(proto, choices)
+    weights = {init: WeightPlan(plan.get(unit, QUANT, "float"), float(plan.get(unit, SPARSITY, 0.0)),
+                                int(plan.get(unit, CLUSTERS, 0))) for init, unit in units.items()}
+    calibration = plan.get(WHOLE_MODEL, CALIBRATION, NO_CALIBRATION)
+    _check_weight_plans(weights, calibration)
+    proto = compress_weights(proto, weights, calibration, workload.calibration)
     artifact = write_artifact(proto, out_path)
     timings["export"] = time.perf_counter() - start - timings["apply"]
     return artifact
 
 
+def _check_weight_plans(weights: dict, calibration: str) -> None:
+    from .calibration import CALIBRATION_METHODS
+
+    if calibration not in (NO_CALIBRATION, *CALIBRATION_METHODS):
+        raise PlanError(f"unknown calibration {calibration!r}; choose from "
+                        f"{', '.join((NO_CALIBRATION, *CALIBRATION_METHODS))}")
+    for name, w in sorted(weights.items()):
+        if w.quant not in QUANT_BITS or not 0 <= w.sparsity < 1 or w.clusters < 0:
+            raise PlanError(f"weight {name}: invalid settings quant={w.quant!r} "
+                            f"sparsity={w.sparsity} clusters={w.clusters} "
+                            f"(quant is one of {', '.join(QUANT_BITS)})")
+
+
 def _structural_units(plan: Plan) -> set[str]:
-    return {u for u, knobs in plan.units.items() if QUANT not in knobs}
+    return {u for u, knobs in plan.units.items() if not set(knobs) & {QUANT, SPARSITY, CLUSTERS}}
 
 
 def compress_torch(plan: Plan, workload) -> nn.Module:
@@ -77,6 +105,7 @@ def compress_torch(plan: Plan, workload) -> nn.Module:
     unknown = sorted(set(plan.units) - set(modules))
     if unknown:
         raise PlanError(f"plan names units the model does not have: {unknown[:5]}")
+    plan = structural.resolve(plan)   # conflicting knobs: precedence in compression/structural.py
     _apply_vocab(model, plan, workload, args)
     heads = set(pruning.attention_units(model))
     ffns = set(pruning.ffn_units(model))
@@ -93,8 +122,11 @@ def compress_torch(plan: Plan, workload) -> nn.Module:
             groups[unit] = ratio
     if groups:
         pruning.prune_groups(model, args, groups)
+    structural.drop_and_share(model, plan, args)
     model = fold_batchnorm(model)
     _apply_lowrank(model, plan)
+    structural.decompose_and_replace(model, plan, workload)
+    distill.distill(model, workload, structural.distill_steps(plan))
     return model.eval()
 
 
@@ -165,11 +197,14 @@ def match_initializers(proto: onnx.ModelProto, model: nn.Module) -> dict[str, st
     return matched
 
 
+_WRAPPERS = (lowrank.LowRank, vocab.VocabPruned, decompose.Decomposed, replace.Separable)
+
+
 def _unit_of(model: nn.Module, name: str) -> str:
     """The plan unit a module belongs to: wrappers (low-rank pair, pruned vocabulary) answer for their parts."""
     while "." in name:
         parent = name.rpartition(".")[0]
-        if not isinstance(model.get_submodule(parent), (lowrank.LowRank, vocab.VocabPruned)):
+        if not isinstance(model.get_submodule(parent), _WRAPPERS):
             break
         name = parent
     return name

@@ -6,16 +6,15 @@ parameters and this package knows nothing of Optuna.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from .plan import PRUNE_RATIO, QUANT, RANK_RATIO, VOCAB
+from .plan import PRUNE_RATIO, RANK_RATIO, VOCAB
+from .weight_knobs import EMBEDDING_QUANT_CHOICES, QUANT_CHOICES  # noqa: F401 (re-exported)
 
 PRUNE_CHOICES = (0.0, 0.25, 0.5, 0.75)
 RANK_CHOICES = (1.0, 0.5, 0.25, 0.125)
 EMBEDDING_RANK_CHOICES = (1.0, 0.5, 0.25, 0.125, 0.0625)
-QUANT_CHOICES = ("float", "w8", "w4", "w8a8")
 VOCAB_CHOICES = ("full", "corpus")
-EMBEDDING_QUANT_CHOICES = ("float", "w8")   # rows are gathered; no int8 matmul to run
 MIN_FACTOR_DIM = 16                          # smaller layers gain nothing from factorising
 MIN_EMBEDDING_ROWS = 1000
 
@@ -38,9 +37,34 @@ class Knob:
         return f"{self.unit}:{self.name}"
 
 
+@dataclass(frozen=True)
+class Skip:
+    """A technique not offered for a unit, and why: a missing knob is explained, not silent."""
+
+    unit: str
+    technique: str
+    reason: str
+
+    def message(self) -> str:
+        return f"{self.technique} not offered for {self.unit!r}: {self.reason}"
+
+
+def skipped_knobs(model, example_args: Sequence) -> list[Skip]:
+    """Where the structural techniques (depth, sharing, decomposition, replacing) and the
+    weight techniques (2/3-bit quantization, sparsity, clustering) do not apply."""
+    from .structural import structural_knobs
+    from .weight_knobs import torch_weight_knobs
+
+    from .early_exit import exit_knobs
+
+    return (structural_knobs(model, example_args)[1] + torch_weight_knobs(model)[1]
+            + exit_knobs(model, example_args)[1])
+
+
 def torch_knobs(model, example_args: Sequence, input_names: Sequence[str] = ()) -> list[Knob]:
-    """Knobs of a torch model: structured pruning, low-rank rank and quantization per layer,
-    and vocabulary pruning for embeddings fed straight from a model input."""
+    """Knobs of a torch model: structured pruning, low-rank rank, quantization, sparsity and
+    clustering per layer, vocabulary pruning for embeddings fed straight from a model input,
+    and the model-wide calibration method of static int8."""
     from torch import nn
 
     from .pruning import attention_units, ffn_units, group_units
@@ -61,23 +85,30 @@ def torch_knobs(model, example_args: Sequence, input_names: Sequence[str] = ()) 
             ranks = _useful_ranks(module.num_embeddings, module.embedding_dim, 1,
                                   EMBEDDING_RANK_CHOICES)
             knobs += _rank_knob(name, ranks)
-            knobs.append(Knob(name, QUANT, EMBEDDING_QUANT_CHOICES, "quantization"))
         elif isinstance(module, nn.Linear):
             ranks = _useful_ranks(module.out_features, module.in_features, 1, RANK_CHOICES)
             knobs += _rank_knob(name, ranks)
-            knobs.append(Knob(name, QUANT, QUANT_CHOICES, "quantization"))
         elif isinstance(module, nn.Conv2d):
             if module.groups == 1:
                 k = module.kernel_size[0] * module.kernel_size[1]
                 knobs += _rank_knob(name, _useful_ranks(module.out_channels, module.in_channels, k,
                                                         RANK_CHOICES))
-            knobs.append(Knob(name, QUANT, QUANT_CHOICES, "quantization"))
-    return knobs
+    from .structural import structural_knobs
+    from .weight_knobs import torch_weight_knobs
+
+    from .early_exit import exit_knobs
+
+    return (knobs + torch_weight_knobs(model)[0] + structural_knobs(model, example_args)[0]
+            + exit_knobs(model, example_args)[0])
 
 
-def onnx_knobs(weight_names: Sequence[str]) -> list[Knob]:
-    """Knobs of an ONNX-only model: quantization of each weight initializer."""
-    return [Knob(name, QUANT, QUANT_CHOICES, "quantization") for name in weight_names]
+def onnx_knobs(weight_names: Sequence[str], shapes: Mapping[str, tuple] | None = None) -> list[Knob]:
+    """Knobs of an ONNX-only model: quantization, sparsity and clustering of each weight
+    initializer (``shapes`` lets small weights skip what gains them little) and the
+    model-wide calibration method."""
+    from .weight_knobs import onnx_weight_knobs
+
+    return onnx_weight_knobs(weight_names, shapes)[0]
 
 
 def _rank_knob(name: str, ranks: tuple) -> list[Knob]:

@@ -6,6 +6,7 @@
 - ``w8a8``: weights and activations int8 through ONNX Runtime's own dynamic
   quantizer (MatMulInteger / ConvInteger kernels).
 - Embedding tables (Gather): int8 rows with one scale per row, gathered then scaled.
+- ``w16``, ``w3``, ``w2`` and every sparse or clustered weight: see :mod:`.weight_storage`.
 """
 from __future__ import annotations
 
@@ -69,19 +70,14 @@ def weight_initializers(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize(model: onnx.ModelProto, choices: Mapping[str, str]) -> onnx.ModelProto:
-    """Apply a quant choice (``float``/``w8``/``w4``/``w8a8``) to each named weight initializer."""
-    consumers = _consumers(model.graph)
-    dynamic_nodes = sorted({n.name for w, c in choices.items() if c == "w8a8"
-                            for n in consumers.get(w, []) if n.op_type in ("MatMul", "Conv")})
-    if dynamic_nodes:
-        model = _quantize_dynamic(model, dynamic_nodes)
-    inits = {i.name: i for i in model.graph.initializer}
-    consumers = _consumers(model.graph)   # rewrites below touch only their own weight's nodes
-    for name, choice in sorted(choices.items()):
-        if choice in ("w8", "w4") and name in inits:
-            _weight_only(model.graph, inits[name], 8 if choice == "w8" else 4,
-                         consumers.get(name, []))
-    return model
+    """Apply a quant choice (see :data:`plan.QUANT_BITS`) to each named weight initializer.
+
+    The full form, with sparsity, clustering and calibrated static int8, is
+    :func:`weight_storage.compress_weights`; this is its quantization-only door.
+    """
+    from .weight_storage import WeightPlan, compress_weights
+
+    return compress_weights(model, {name: WeightPlan(quant=c) for name, c in choices.items()})
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:

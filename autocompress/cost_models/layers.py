@@ -19,6 +19,7 @@ ELEMENT_BYTES = {TensorProto.FLOAT: 4, TensorProto.FLOAT16: 2, TensorProto.BFLOA
 INT8_OPS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv"}
 COMPUTE_OPS = {"MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger", "Gather"}
 PASS_THROUGH = {"DequantizeLinear", "Cast", "Transpose", "Reshape"}   # weight-side plumbing
+NOT_FOLDED = {"DequantizeLinear", "QuantizeLinear"}   # ORT keeps these for its QDQ fusions
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,38 @@ def describe(model: onnx.ModelProto | str, input_shapes: Mapping[str, tuple]) ->
     graph = model.graph
     info = _tensor_info(model)
     inits = {i.name: i for i in graph.initializer}
+    constant, folded = _folded_constants(model)
+    inits.update(folded)   # what ORT's constant folding materialises counts as a stored weight
     producer = {o: n for n in graph.node for o in n.output}
-    layers = [_layer(n, info, inits, producer) for n in graph.node if n.op_type in COMPUTE_OPS]
-    weight_bytes = sum(_init_bytes(i) for i in graph.initializer)
-    return GraphCost(tuple(layers), weight_bytes, _peak_activations(graph, info, set(inits)))
+    layers = [_layer(n, info, inits, producer) for n in graph.node
+              if n.op_type in COMPUTE_OPS and n.output[0] not in constant]
+    readers = {i for n in graph.node if n.output[0] not in constant for i in n.input}
+    readers |= {o.name for o in graph.output}
+    weight_bytes = sum(_init_bytes(t) for name, t in inits.items() if name in readers)
+    return GraphCost(tuple(layers), weight_bytes, _peak_activations(graph, info, constant))
+
+
+def _folded_constants(model: onnx.ModelProto) -> tuple[set[str], dict[str, TensorProto]]:
+    """Tensors ONNX Runtime computes once at load (every input constant): packed weights
+    unpacked in-graph, fp16 weights cast up. Returned as data-less TensorProtos carrying
+    the runtime shape and type, so a packed 2-bit weight is read as the float it becomes.
+    Also returns every constant name (initializers, and folded tensors of unknown shape)."""
+    graph = model.graph
+    types = {v.name: v.type.tensor_type for v in graph.value_info}
+    constant = {i.name for i in graph.initializer}
+    out = {}
+    for node in graph.node:
+        if node.op_type in NOT_FOLDED or not all(i in constant for i in node.input if i):
+            continue
+        for name in node.output:
+            constant.add(name)
+            shape = types[name].shape.dim if name in types else None
+            if not shape or not all(d.HasField("dim_value") for d in shape):
+                continue   # unknown or scalar: shape plumbing, not a weight
+            tensor = TensorProto(name=name, data_type=types[name].elem_type)
+            tensor.dims.extend(d.dim_value for d in shape)
+            out[name] = tensor
+    return constant, out
 
 
 def _with_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple]) -> onnx.ModelProto:
@@ -105,7 +134,7 @@ def _layer(node, info, inits, producer) -> LayerCost:
     out_elems = int(np.prod(out_shape)) if out_shape else 0
     weights = [w for inp in node.input[:2] for w in _weight_source(inp, inits, producer)]
     if node.op_type == "Gather":
-        table = weights[0] if weights else None
+        table = weights[0] if weights and len(weights[0].dims) > 1 else None   # not Shape->Gather
         row_bytes = _init_bytes(table) / max(1, table.dims[0]) if table is not None else 0.0
         rows = out_elems / max(1, table.dims[1]) if table is not None and len(table.dims) > 1 else 0
         return LayerCost(node.name, node.op_type, "fp32", 0, rows * row_bytes,
@@ -120,8 +149,14 @@ def _layer(node, info, inits, producer) -> LayerCost:
     else:
         a_shape = info.get(node.input[0], ((), 4))[0]
         reduce = a_shape[-1] if a_shape else 0
-    dtype = "int8" if node.op_type in INT8_OPS else "fp32"
+    dtype = "int8" if node.op_type in INT8_OPS or _qdq_int8(node, producer) else "fp32"
     return LayerCost(node.name, node.op_type, dtype, out_elems * int(reduce), weight_bytes, act_bytes)
+
+
+def _qdq_int8(node, producer) -> bool:
+    """MatMul/Conv fed by DequantizeLinear on both inputs: ORT fuses it into an int8 kernel."""
+    return node.op_type in ("MatMul", "Conv") and len(node.input) > 1 and all(
+        getattr(producer.get(i), "op_type", None) == "DequantizeLinear" for i in node.input[:2])
 
 
 def _peak_activations(graph, info, constants: set[str]) -> float:
@@ -135,7 +170,8 @@ def _peak_activations(graph, info, constants: set[str]) -> float:
     peak = sum(live.values())
     for index, node in enumerate(graph.node):
         for name in node.output:
-            live[name] = _tensor_bytes(name, info)
+            if name not in constants:
+                live[name] = _tensor_bytes(name, info)
         peak = max(peak, sum(live.values()))
         for name in list(live):
             if last_use.get(name, -1) <= index and name not in outputs:

@@ -46,7 +46,14 @@ def anchor_params(knobs: Sequence[Knob]) -> list[dict]:
     return [a for i, a in enumerate(anchors) if a not in anchors[:i]]
 
 
+# Knobs that do not make the artifact smaller: the smallest corner leaves them as they are
+# (distillation and calibration cost trial time; an early exit adds a head).
+NOT_SIZE_KNOBS = ("distill_steps", "calibration", "exit_after", "exit_threshold")
+
+
 def _most_compressing(knob: Knob):
+    if knob.name in NOT_SIZE_KNOBS:
+        return knob.choices[0]
     if knob.name == "quant":
         return "w4" if "w4" in knob.choices else knob.choices[-1]
     return knob.choices[-1]

@@ -14,6 +14,8 @@ import numpy as np
 Batch = Mapping[str, np.ndarray]
 """One batch of model inputs, keyed by ONNX input name."""
 
+OUTPUT_KINDS = ("logits", "embedding")
+
 Outputs = Sequence[np.ndarray]
 """The model's outputs for one batch, in ``Workload.output_names`` order."""
 
@@ -62,12 +64,18 @@ class Workload:
     description: str = ""
     vocab_fallback_id: int | None = None
     """Token id that ids outside a pruned vocabulary map to (e.g. ``[UNK]``)."""
+    output_kind: str = "logits"
+    """What the first output is, for distillation: "logits" (class scores: KL of softened
+    softmaxes) or "embedding" (vectors: squared error + cosine)."""
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.onnx_path is None):
             raise ValueError("a Workload needs exactly one of model= or onnx_path=")
         if not self.evaluation:
             raise ValueError(f"workload {self.name!r} has no evaluation batches")
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ValueError(f"workload {self.name!r}: output_kind {self.output_kind!r} is not one "
+                             f"of {OUTPUT_KINDS}")
         missing = set(self.input_names) - set(self.example)
         if missing:
             raise ValueError(f"workload {self.name!r}: example lacks inputs {sorted(missing)}")

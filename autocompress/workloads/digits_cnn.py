@@ -296,6 +296,7 @@ def make_digits_workload(batch_size: int = 64) -> Workload:
         score=_make_scorer(splits.y_test.copy()),
         model=model,
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        output_kind="logits",
         description=(
             f"MobileNetV2-style CNN on scikit-learn digits (8x8 upscaled to 32x32); "
             f"float test accuracy {acc:.4f} on {len(splits.y_test)} images"

@@ -414,6 +414,7 @@ def make_minilm_workload(n_calibration: int = 640, n_evaluation: int = 256, batc
         score=make_scorer(teacher),
         model=load_minilm(),
         vocab_fallback_id=load_tokenizer().token_to_id("[UNK]"),
+        output_kind="embedding",
         dynamic_axes={
             "input_ids": {0: "batch", 1: "sequence"},
             "attention_mask": {0: "batch", 1: "sequence"},

@@ -1,0 +1,83 @@
+"""Weight clustering (parameter sharing): each weight becomes one of ``k`` palette values.
+
+1-D k-means by Lloyd's algorithm on sorted values: assignments are the intervals between
+centre midpoints, so every step is a search in the sorted data and the result depends
+only on the values (no random seed: same bytes every time). Two deterministic starts
+(companded quantiles, linear) and the lower squared error wins; tests hold it within a
+few percent of scikit-learn's KMeans, at a fraction of its time on a 12M-entry table.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+CLUSTER_CHOICES = (0, 64, 16)   # most compressing last: the search anchors take choices[-1]
+MAX_ITERATIONS = 1000
+HISTOGRAM_BINS = 2048
+
+
+def kmeans_1d(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(palette float32 [k'], index int64 [n]) with ``palette[index]`` approximating ``values``.
+
+    ``k' == k`` unless the values have fewer than ``k`` distinct entries (then one palette
+    entry per distinct value). The palette is sorted ascending.
+    """
+    flat = np.asarray(values, np.float64).reshape(-1)
+    if flat.size == 0:     # every entry pruned away: one zero palette entry, no indices
+        return np.zeros(1, np.float32), np.zeros(0, np.int64)
+    distinct = np.unique(flat)
+    if distinct.size <= k:
+        return distinct.astype(np.float32), np.searchsorted(distinct, flat).astype(np.int64)
+    data = np.sort(flat)
+    prefix = np.concatenate([[0.0], np.cumsum(data)])
+    best = None
+    for init in (_companded(data, k), np.linspace(data[0], data[-1], k)):
+        centres, inertia = _lloyd(data, prefix, distinct, init, k)
+        if best is None or inertia < best[1]:
+            best = (centres, inertia)
+    palette = best[0].astype(np.float32)
+    bounds = (palette[:-1].astype(np.float64) + palette[1:]) / 2
+    index = np.searchsorted(bounds, flat, side="left")
+    return palette, index.astype(np.int64)
+
+
+def _lloyd(data, prefix, distinct, centres, k) -> tuple[np.ndarray, float]:
+    """Lloyd iterations on sorted 1-D ``data``; empty clusters are re-seeded by :func:`_fill`."""
+    for _ in range(MAX_ITERATIONS):
+        centres = _fill(centres, distinct, k)
+        starts, ends = _segments(data, centres)
+        counts = ends - starts
+        new = (prefix[ends] - prefix[starts])[counts > 0] / counts[counts > 0]
+        if new.size == centres.size and np.array_equal(new, centres):
+            break
+        centres = new
+    centres = _fill(centres, distinct, k)
+    starts, ends = _segments(data, centres)
+    inertia = sum(float(((data[a:b] - c) ** 2).sum()) for a, b, c in zip(starts, ends, centres))
+    return centres, inertia
+
+
+def _companded(data: np.ndarray, k: int) -> np.ndarray:
+    """Centres at quantiles of density**(1/3): the high-resolution optimum for MSE
+    (Panter-Dite), so Lloyd starts near the answer instead of crawling to it."""
+    hist, edges = np.histogram(data, bins=HISTOGRAM_BINS)
+    mass = np.concatenate([[0.0], np.cumsum(hist ** (1.0 / 3.0))])
+    return np.interp((np.arange(k) + 0.5) / k, mass / mass[-1], edges)
+
+
+def _segments(data, centres):
+    edges = np.searchsorted(data, (centres[:-1] + centres[1:]) / 2)
+    return np.concatenate([[0], edges]), np.concatenate([edges, [data.size]])
+
+
+def _fill(centres: np.ndarray, distinct: np.ndarray, k: int) -> np.ndarray:
+    """Top the centres up to ``k`` with the distinct values farthest from any centre
+    (empty clusters would otherwise shrink the palette)."""
+    centres = np.unique(centres)
+    while centres.size < k:
+        if centres.size == 1:
+            centres = np.unique(np.append(centres, distinct[int(np.argmax(np.abs(distinct - centres[0])))]))
+            continue
+        pos = np.clip(np.searchsorted(centres, distinct), 1, centres.size - 1)
+        gap = np.minimum(np.abs(distinct - centres[pos - 1]), np.abs(distinct - centres[pos]))
+        centres = np.unique(np.append(centres, distinct[int(np.argmax(gap))]))
+    return centres

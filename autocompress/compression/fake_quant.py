@@ -1,0 +1,276 @@
+"""Fake quantization in torch that reproduces the artifact's stored weights exactly (for QAT).
+
+Each weight the plan compresses is rewritten on the fly as ``w + (deq(w) - w).detach()``
+(straight-through estimator): the forward pass sees exactly the numbers the ONNX artifact
+rebuilds, the gradient flows to the float weight. ``deq`` comes from one of:
+
+- a fast mirror of the storage path (:mod:`.weight_storage` / :mod:`.quantize`): torch for
+  INT8/INT4 DequantizeLinear, ORT dynamic int8 and fp16; the storage module's own numpy
+  reference for packed 2/3/4-bit grids; magnitude pruning first when the weight is sparse;
+- the oracle: :func:`.weight_storage.compress_weights` itself run on a one-node ONNX model
+  holding the weight, then the subgraph that rebuilds the weight evaluated (slow; every
+  storage mode, clustering and static calibration included).
+
+Before training, each layer's fast mirror is compared with the oracle on its initial
+weights; a layer whose mirror is missing or differs in a single element uses the oracle.
+``w8a8`` (dynamic) layers also fake-quantize their input as ONNX Runtime's
+DynamicQuantizeLinear does. With a static calibration method the weights are exact but
+the calibrated activation quantization is not simulated (activations stay float).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL, Plan
+from .quantize import INT4_BLOCK, OPSET
+from .sparsity import magnitude_prune
+from .weight_storage import (INT_BITS, NO_CALIBRATION, WeightPlan, compress_weights,
+                             packed_reference, role)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One compressed weight: torch module, its ONNX initializer, layout and storage plan."""
+
+    module: str
+    init: str
+    kind: str           # weight_storage.role: "matmul", "conv" or "gather"
+    transposed: bool    # the ONNX tensor is the torch weight transposed (Linear -> MatMul [K, N])
+    plan: WeightPlan
+    calibration: str = NO_CALIBRATION
+    groups: int = 1     # Conv groups (for the oracle's one-node model)
+
+
+def weight_plans(plan: Plan, units: dict[str, str]) -> tuple[dict[str, WeightPlan], str]:
+    """Per-initializer storage plans and the calibration method, as apply.apply_plan reads them."""
+    weights = {init: WeightPlan(plan.get(unit, QUANT, "float"),
+                                float(plan.get(unit, SPARSITY, 0.0)),
+                                int(plan.get(unit, CLUSTERS, 0))) for init, unit in units.items()}
+    return weights, plan.get(WHOLE_MODEL, CALIBRATION, NO_CALIBRATION)
+
+
+def find_targets(model: nn.Module, proto: onnx.ModelProto, weights: dict[str, WeightPlan],
+                 calibration: str = NO_CALIBRATION) -> list[Target]:
+    """Match each compressed initializer to the torch module holding the same numbers."""
+    from .apply import _fingerprint
+
+    by_content: dict[str, tuple[str, bool]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
+            weight = module.weight.detach().numpy()
+            by_content[_fingerprint(weight)] = (name, False)
+            if weight.ndim == 2:
+                by_content.setdefault(_fingerprint(weight.T), (name, True))
+    inits = {i.name: i for i in proto.graph.initializer}
+    targets = []
+    for init, wplan in sorted(weights.items()):
+        kind = role(proto.graph, init) if init in inits else None
+        hit = by_content.get(_fingerprint(numpy_helper.to_array(inits[init]))) if kind else None
+        if wplan == WeightPlan() or hit is None:
+            continue
+        module = model.get_submodule(hit[0])
+        targets.append(Target(hit[0], init, kind, hit[1], wplan, calibration,
+                              getattr(module, "groups", 1)))
+    return targets
+
+
+# --------------------------------------------------------------------------- fast mirror
+
+
+def mirror(onnx_weight: torch.Tensor, kind: str, plan: WeightPlan,
+           calibration: str = NO_CALIBRATION) -> torch.Tensor | None:
+    """The storage path's rebuilt weight (ONNX layout), computed fast; None where only the
+    oracle knows (clustering, static calibration)."""
+    from .weight_storage import _mode
+
+    mode = _mode(plan, kind, calibration)
+    if mode in ("clusters", "static"):
+        return None
+    w = onnx_weight
+    mask = None
+    if plan.sparsity > 0:
+        pruned = magnitude_prune(w.numpy(), plan.sparsity)
+        mask = pruned != 0
+        w = torch.from_numpy(pruned)
+    if mode == "dq":
+        if kind == "gather":
+            return _symmetric(w, 8, axis=0)
+        bits = INT_BITS[plan.quant]
+        if bits == 4 and kind == "matmul" and w.shape[0] >= INT4_BLOCK:
+            return _blocked_int4(w)
+        return _symmetric(w, bits, axis=1 if kind == "matmul" else 0)
+    if mode == "dynamic":
+        deq = _ort_per_tensor_int8(w)
+    elif mode == "packed":
+        deq = torch.from_numpy(packed_reference(w.numpy(), INT_BITS[plan.quant], kind, mask))
+    elif mode == "fp16":
+        deq = w.half().float()
+    else:   # "sparse" (float values, pruned) or "none"
+        deq = w
+    return deq if mask is None else deq * torch.from_numpy(mask)
+
+
+def _symmetric(w: torch.Tensor, bits: int, axis: int) -> torch.Tensor:
+    qmax = 2 ** (bits - 1) - 1
+    dims = tuple(i for i in range(w.ndim) if i != axis)
+    amax = w.abs().amax(dim=dims, keepdim=True)
+    scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    return torch.clamp(torch.round(w / scale), -qmax - 1, qmax) * scale
+
+
+def _blocked_int4(w: torch.Tensor) -> torch.Tensor:
+    k, n = w.shape
+    blocks = -(-k // INT4_BLOCK)
+    padded = torch.zeros(blocks * INT4_BLOCK, n, dtype=w.dtype)
+    padded[:k] = w
+    amax = padded.abs().reshape(blocks, INT4_BLOCK, n).amax(dim=1)
+    scale = torch.where(amax > 0, amax / 7, torch.ones_like(amax))
+    scale = scale.repeat_interleave(INT4_BLOCK, dim=0)[:k]
+    return torch.clamp(torch.round(w / scale), -8, 7) * scale
+
+
+def _ort_per_tensor_int8(w: torch.Tensor) -> torch.Tensor:
+    """ONNX Runtime's dynamic quantizer: symmetric int8, one scale (computed in float64)."""
+    absmax = float(w.abs().max())
+    scale = torch.tensor(2.0 * absmax / 254.0, dtype=torch.float64).float()
+    if scale <= torch.finfo(torch.float32).tiny:
+        scale = torch.tensor(1.0)
+    return torch.clamp(torch.round(w / scale), -128, 127) * scale
+
+
+def dynamic_quant_activation(x: torch.Tensor) -> torch.Tensor:
+    """ONNX DynamicQuantizeLinear then dequantize: uint8, one scale and zero point per tensor."""
+    lo = torch.clamp(x.detach().min(), max=0.0)
+    hi = torch.clamp(x.detach().max(), min=0.0)
+    scale = (hi - lo) / 255.0
+    if scale <= 0:
+        return x
+    zero = torch.round(torch.clamp(-lo / scale, 0, 255))
+    q = torch.clamp(torch.round(x.detach() / scale) + zero, 0, 255)
+    return x + ((q - zero) * scale - x).detach()
+
+
+# --------------------------------------------------------------------------- oracle
+
+
+def oracle(onnx_weight: np.ndarray, kind: str, plan: WeightPlan,
+           calibration: str = NO_CALIBRATION, groups: int = 1) -> np.ndarray:
+    """The weight exactly as the artifact rebuilds it: compress_weights on a one-node model."""
+    weight = numpy_helper.from_array(np.ascontiguousarray(onnx_weight, np.float32), "W")
+    if kind == "gather":
+        x = helper.make_tensor_value_info("X", TensorProto.INT64, [onnx_weight.shape[0]])
+        node = helper.make_node("Gather", ["W", "X"], ["Y"], name="op")
+        shape = None
+    elif kind == "matmul":
+        shape = [2, onnx_weight.shape[0]]
+        node = helper.make_node("MatMul", ["X", "W"], ["Y"], name="op")
+    else:
+        shape = [2, onnx_weight.shape[1] * groups, *[3 * k for k in onnx_weight.shape[2:]]]
+        node = helper.make_node("Conv", ["X", "W"], ["Y"], name="op", group=groups)
+    if shape is not None:
+        x = helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph([node], "one", [x], [y], [weight]),
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    rng = np.random.default_rng(0)      # activations only steer activation ranges, never weights
+    batches = [] if shape is None or calibration == NO_CALIBRATION else \
+        [{"X": rng.standard_normal(shape).astype(np.float32)} for _ in range(2)]
+    stored = compress_weights(model, {"W": plan}, calibration, batches)
+    if kind == "gather":
+        return _evaluate(stored, "Y", {"X": np.arange(onnx_weight.shape[0], dtype=np.int64)})
+    compute = next(n for n in stored.graph.node
+                   if n.op_type in ("MatMul", "Conv", "MatMulInteger", "ConvInteger"))
+    rebuilt = _evaluate(stored, compute.input[1], {})
+    if compute.op_type.endswith("Integer"):   # ORT dynamic int8: (q - zero point) * scale
+        scale = _evaluate(stored, compute.input[1].replace("_quantized", "_scale"), {})
+        zero = _evaluate(stored, compute.input[3], {}) if len(compute.input) > 3 else 0
+        rebuilt = ((rebuilt.astype(np.float32) - np.float32(zero)) * scale).astype(np.float32)
+    return rebuilt
+
+
+def _evaluate(model: onnx.ModelProto, output: str, feeds: dict) -> np.ndarray:
+    """The value of ``output``: an initializer, or the nodes that produce it evaluated."""
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    if output not in producers:
+        return numpy_helper.to_array(next(i for i in graph.initializer if i.name == output))
+    needed, stack = [], [output]
+    while stack:
+        node = producers.get(stack.pop())
+        if node is not None and node not in needed:
+            needed.append(node)
+            stack.extend(node.input)
+    nodes = [n for n in graph.node if n in needed]
+    inputs = [i for i in graph.input if i.name in feeds]
+    sub = helper.make_graph(nodes, "rebuild", inputs,
+                            [helper.make_tensor_value_info(output, TensorProto.UNDEFINED, None)],
+                            list(graph.initializer))
+    sub_model = helper.make_model(sub, opset_imports=list(model.opset_import))
+    return np.asarray(ReferenceEvaluator(sub_model).run(None, feeds)[0])
+
+
+# --------------------------------------------------------------------------- attaching
+
+
+class _FakeQuantWeight(nn.Module):
+    """Parametrization: torch weight -> STE(dequantized weight), in the torch layout."""
+
+    def __init__(self, target: Target, dequant: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.target = target
+        self.dequant = dequant
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        w = weight.detach()
+        if self.target.transposed:
+            deq = self.dequant(w.t().contiguous()).t()
+        else:
+            deq = self.dequant(w)
+        return weight + (deq - weight).detach()
+
+
+class FakeQuant:
+    """Fake quantization attached to a model's weights; :meth:`remove` leaves float weights."""
+
+    def __init__(self, model: nn.Module, targets: list[Target]):
+        self.model = model
+        self.targets = targets
+        self.via_oracle: list[str] = []
+        self._hooks = []
+        for target in targets:
+            module = model.get_submodule(target.module)
+            dequant = self._choose(target, module.weight.detach())
+            parametrize.register_parametrization(module, "weight",
+                                                 _FakeQuantWeight(target, dequant))
+            if target.plan.quant == "w8a8" and target.kind != "gather" and \
+                    target.plan.clusters == 0 and target.calibration == NO_CALIBRATION:
+                self._hooks.append(module.register_forward_pre_hook(
+                    lambda _m, args: (dynamic_quant_activation(args[0]), *args[1:])))
+
+    def _choose(self, target: Target, weight: torch.Tensor):
+        onnx_w = weight.t().contiguous() if target.transposed else weight
+        args = (target.kind, target.plan, target.calibration)
+        fast = mirror(onnx_w, *args)
+        truth = oracle(onnx_w.numpy(), *args, target.groups)
+        if fast is not None and np.array_equal(fast.numpy(), truth):
+            return lambda w: mirror(w, *args)
+        self.via_oracle.append(target.module)
+        return lambda w: torch.from_numpy(oracle(w.numpy(), *args, target.groups))
+
+    def remove(self) -> nn.Module:
+        for hook in self._hooks:
+            hook.remove()
+        for target in self.targets:
+            parametrize.remove_parametrizations(self.model.get_submodule(target.module), "weight",
+                                                leave_parametrized=False)
+        return self.model

@@ -1,0 +1,123 @@
+"""The structural techniques beyond pruning and low-rank: their knobs, precedence and order.
+
+Order inside ``apply.compress_torch``:
+    vocab -> pruning -> drop blocks -> share blocks -> fold BN -> low-rank
+    -> decompose convs -> replace modules -> distillation (last: recovery after everything)
+
+Precedence, so that every plan the space can propose applies (resolved by :func:`resolve`):
+1. A dropped block's units lose their low-rank / decomposition / replacing / sharing knobs
+   (the block is gone before those steps). Pruning runs before the drop, so a channel group
+   rooted inside it still shrinks the layers it couples outside it.
+2. A block sharing its predecessor's weights loses the structural knobs of its own units
+   (pruning, low-rank, decomposition, replacing): its own tensors are discarded. Sharing
+   with a dropped predecessor, or from a dropped block, is ignored.
+3. On one unit, module replacing wins over decomposition, which wins over low-rank.
+   A replaced FFN also loses its pruning and its inner layers' low-rank / decomposition.
+4. An early exit (``exit_after``) wins over dropping and sharing the blocks of its container:
+   the exit cuts the graph between blocks, so each must keep its own nodes.
+Quantization knobs are never touched: they follow whatever tensors remain.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from . import decompose, depth, distill, replace, sharing
+from .knobs import Knob, Skip
+from .plan import (DECOMP, DISTILL_STEPS, DROP, EXIT_AFTER, PRUNE_RATIO, RANK_RATIO, REPLACE, SHARE,
+                   WHOLE_MODEL, Plan)
+
+STRUCTURAL = (PRUNE_RATIO, RANK_RATIO, DECOMP, REPLACE, SHARE)
+
+
+def structural_knobs(model: nn.Module, example_args: Sequence) -> tuple[list[Knob], list[Skip]]:
+    """Knobs for depth, sharing, decomposition, replacing and distillation; and the skips."""
+    knobs, skips = [], []
+    for found, missed in (depth.drop_knobs(model, example_args),
+                          sharing.share_knobs(model, example_args),
+                          decompose.decomp_knobs(model), replace.replace_knobs(model)):
+        knobs += found
+        skips += missed
+    return knobs + distill.distill_knobs(model), skips
+
+
+def _inside(unit: str, blocks: set[str]) -> bool:
+    return any(unit == b or unit.startswith(b + ".") for b in blocks)
+
+
+def resolve(plan: Plan) -> Plan:
+    """The plan with overridden knobs removed (precedence rules in the module docstring)."""
+    plan = _exit_keeps_blocks(plan)
+    dropped = {u for u, k in plan.units.items() if k.get(DROP) is True}
+    sharers = {u for u, k in plan.units.items() if k.get(SHARE) is True and u not in dropped
+               and sharing.predecessor(u) not in dropped}
+    replaced = {u for u, k in plan.units.items() if k.get(REPLACE, "none") != "none"}
+    units = {}
+    for unit, knobs in plan.units.items():
+        knobs = dict(knobs)
+        if _inside(unit, dropped):
+            _remove(knobs, RANK_RATIO, DECOMP, REPLACE, SHARE)
+        if unit not in sharers:
+            knobs.pop(SHARE, None)
+        if any(unit.startswith(s + ".") for s in sharers):
+            _remove(knobs, *STRUCTURAL)
+        if any(unit.startswith(r + ".") for r in replaced):
+            _remove(knobs, RANK_RATIO, DECOMP, REPLACE)
+        if knobs.get(REPLACE, "none") != "none":
+            _remove(knobs, DECOMP, RANK_RATIO, PRUNE_RATIO)
+        elif knobs.get(DECOMP, "none") != "none":
+            knobs.pop(RANK_RATIO, None)
+        if knobs:
+            units[unit] = knobs
+    return Plan(units)
+
+
+def _exit_keeps_blocks(plan: Plan) -> Plan:
+    containers = {str(k[EXIT_AFTER]).rpartition(".")[0] for k in plan.units.values()
+                  if k.get(EXIT_AFTER, "none") != "none"}
+    if not containers:
+        return plan
+    units = {}
+    for unit, knobs in plan.units.items():
+        knobs = dict(knobs)
+        if unit.rpartition(".")[0] in containers:
+            _remove(knobs, DROP, SHARE)
+        units[unit] = knobs
+    return Plan(units)
+
+
+def _remove(knobs: dict, *names: str) -> None:
+    for name in names:
+        knobs.pop(name, None)
+
+
+def drop_and_share(model: nn.Module, plan: Plan, example_args: Sequence) -> None:
+    """Steps before BatchNorm folding (they address blocks that folding may flatten)."""
+    depth.drop_blocks(model, depth.dropped_units(plan))
+    sharers = [u for u, k in plan.units.items() if k.get(SHARE) is True]
+    if sharers:
+        sharing.share_blocks(model, sharers, example_args)
+
+
+def decompose_and_replace(model: nn.Module, plan: Plan, workload) -> None:
+    """Steps after low-rank: conv decomposition, then module replacing."""
+    for unit, knobs in sorted(plan.units.items()):
+        choice = knobs.get(DECOMP, "none")
+        if choice != "none":
+            parent_name, _, attr = unit.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            layer = getattr(parent, attr)
+            if not isinstance(layer, nn.Conv2d) or decompose.unsuitable(layer):
+                raise ValueError(f"tensor decomposition needs a full k x k Conv2d; {unit!r} is not")
+            setattr(parent, attr, decompose.decompose(layer, choice))
+    choices = {u: k[REPLACE] for u, k in plan.units.items() if k.get(REPLACE, "none") != "none"}
+    if choices:
+        batches = [tuple(torch.from_numpy(b[n]) for n in workload.input_names)
+                   for b in workload.calibration]
+        replace.replace_modules(model, choices, batches)
+
+
+def distill_steps(plan: Plan) -> int:
+    return int(plan.get(WHOLE_MODEL, DISTILL_STEPS, 0))

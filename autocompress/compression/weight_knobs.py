@@ -1,0 +1,111 @@
+"""Knobs of the ONNX-side weight techniques: quantization bit width, magnitude sparsity,
+clustering per layer, and the model-wide activation calibration method.
+
+Every offered combination applies (see :mod:`.weight_storage` for how they compose);
+what is not offered comes back as a :class:`~.knobs.Skip` naming the layer and why.
+"""
+from __future__ import annotations
+
+from math import prod
+from typing import Mapping, Sequence
+
+from .calibration import CALIBRATION_METHODS
+from .clustering import CLUSTER_CHOICES
+from .plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL
+from .sparsity import SPARSITY_CHOICES
+from .weight_storage import NO_CALIBRATION
+
+QUANT_CHOICES = ("float", "w8", "w4", "w8a8", "w16", "w3", "w2")
+EMBEDDING_QUANT_CHOICES = ("float", "w8", "w16", "w4", "w3", "w2")   # gathered rows: no int8 matmul
+LOW_BITS = ("w3", "w2")
+MIN_PACKED_WEIGHTS = 1024
+"""Below this many weights, 2/3-bit packing, pruning and clustering save under ~3 KB."""
+MIN_WEIGHTS_PER_CLUSTER = 16
+"""A palette of k entries is offered only for layers with at least 16 * k weights."""
+CALIBRATION_CHOICES = (NO_CALIBRATION, *CALIBRATION_METHODS)
+
+
+def layer_weight_knobs(unit: str, kind: str, shape: Sequence[int], groups: int = 1):
+    """(knobs, skips) for one layer's weight: ``kind`` is ``matmul``/``conv``/``gather``."""
+    from .knobs import Knob, Skip
+
+    n = prod(shape)
+    quant = EMBEDDING_QUANT_CHOICES if kind == "gather" else QUANT_CHOICES
+    skips = []
+    if n < MIN_PACKED_WEIGHTS:
+        quant = tuple(c for c in quant if c not in LOW_BITS)
+        skips.append(Skip(unit, "2/3-bit quantization",
+                          f"{n} weights (< {MIN_PACKED_WEIGHTS}): packing saves too little"))
+    knobs = [Knob(unit, QUANT, quant, "quantization")]
+    if groups > 1:
+        reason = f"grouped conv (groups={groups}): {n // shape[0]} weights per filter"
+    elif n < MIN_PACKED_WEIGHTS:
+        reason = f"{n} weights (< {MIN_PACKED_WEIGHTS}): saves too little"
+    else:
+        reason = None
+    if reason:
+        skips += [Skip(unit, "magnitude sparsity", reason), Skip(unit, "weight clustering", reason)]
+        return knobs, skips
+    knobs.append(Knob(unit, SPARSITY, SPARSITY_CHOICES, "magnitude sparsity"))
+    ks = tuple(k for k in CLUSTER_CHOICES if n >= MIN_WEIGHTS_PER_CLUSTER * k)
+    if len(ks) > 1:
+        knobs.append(Knob(unit, CLUSTERS, ks, "weight clustering"))
+    return knobs, skips
+
+
+def calibration_knob(knobs: Sequence) -> list:
+    """The model-wide calibration knob, offered when some MatMul/Conv layer can take int8."""
+    from .knobs import Knob
+
+    if any(k.name == QUANT and "w8a8" in k.choices for k in knobs):
+        return [Knob(WHOLE_MODEL, CALIBRATION, CALIBRATION_CHOICES,
+                     "static int8 activations (calibration method)")]
+    return []
+
+
+def torch_weight_knobs(model) -> tuple[list, list]:
+    """(knobs, skips) for every Linear, Conv2d and large Embedding of a torch model."""
+    from torch import nn
+
+    from .knobs import MIN_EMBEDDING_ROWS
+
+    knobs, skips = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and module.num_embeddings >= MIN_EMBEDDING_ROWS:
+            k, s = layer_weight_knobs(name, "gather", tuple(module.weight.shape))
+        elif isinstance(module, nn.Linear):
+            k, s = layer_weight_knobs(name, "matmul", tuple(module.weight.shape))
+        elif isinstance(module, nn.Conv2d):
+            k, s = layer_weight_knobs(name, "conv", tuple(module.weight.shape), module.groups)
+        else:
+            continue
+        knobs += k
+        skips += s
+    return knobs + calibration_knob(knobs), skips
+
+
+def onnx_weight_knobs(weight_names: Sequence[str],
+                      shapes: Mapping[str, tuple] | None = None) -> tuple[list, list]:
+    """(knobs, skips) for an ONNX model's weight initializers. Without ``shapes`` every
+    technique is offered on every weight (all of them apply; small ones just gain little)."""
+    knobs, skips = [], []
+    for name in weight_names:
+        shape = tuple(shapes[name]) if shapes and name in shapes else (MIN_PACKED_WEIGHTS,)
+        k, s = layer_weight_knobs(name, "matmul", shape)
+        knobs += k
+        skips += s
+    return knobs + calibration_knob(knobs), skips
+
+
+def uniform_plan(knobs: Sequence, **settings):
+    """"Technique X alone at strength S": every knob named in ``settings`` that offers the
+    value takes it (e.g. ``uniform_plan(knobs, quant="w3")``, ``uniform_plan(knobs,
+    sparsity=0.9)``, ``uniform_plan(knobs, quant="w8", calibration="entropy")``)."""
+    from .plan import Plan
+
+    units: dict[str, dict] = {}
+    for knob in knobs:
+        value = settings.get(knob.name)
+        if value is not None and value in knob.choices and value != knob.choices[0]:
+            units.setdefault(knob.unit, {})[knob.name] = value
+    return Plan(units)

@@ -1,0 +1,309 @@
+"""How each weight initializer of an ONNX graph is stored: pruned, clustered, quantized, packed.
+
+One :class:`WeightPlan` per initializer; :func:`compress_weights` applies them all:
+
+1. float edits: magnitude pruning (:mod:`.sparsity`), then clustering (:mod:`.clustering`);
+2. int8 kernels through ONNX Runtime's quantizers: static QDQ with calibrated activations
+   (:mod:`.calibration`, when a calibration method is chosen) or dynamic (``w8a8``);
+3. storage: every weight whose entries are codes (low-bit grid, palette index) or that is
+   sparse is re-stored packed (:mod:`.packing`) and rebuilt in-graph; the other
+   quantized forms keep ONNX's own low-bit types (INT8/INT4 DequantizeLinear, fp16 Cast).
+
+Rules when several techniques meet on one weight (every combination applies; none fails):
+
+- ``clusters`` > 0 stores palette indices; the weight's ``quant`` is then not applied
+  (the palette already is the weight's value set) and its activations stay float.
+- ``sparsity`` composes with every other setting: only the kept entries are stored
+  (their codes, palette indices, int8 values or floats) plus a 1-bit mask, when that is
+  smaller than the dense store (2-bit codes at 50% sparsity are not: zeros stay codes).
+- with a calibration method set, every weight quantized to 2..8 bits (``w8a8`` too) runs
+  static int8 QDQ kernels, its codes mapped to int8 through a lookup table in-graph.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from . import packing
+from .clustering import kmeans_1d
+from .sparsity import magnitude_prune
+
+INT_BITS = {"w8": 8, "w4": 4, "w3": 3, "w2": 2, "w8a8": 8}
+BLOCK_SIZES = (64, 32, 16)    # rows of a MatMul weight sharing one scale in packed storage
+NO_CALIBRATION = "none"
+MASK_GRAPH_BYTES = 1024
+"""A sparse store (1-bit mask + kept entries) must beat the dense one by this much, the
+size of its scatter graph; else pruned weights are stored dense (zeros as ordinary values)."""
+
+
+@dataclass(frozen=True)
+class WeightPlan:
+    """What to do to one weight: ``quant`` choice, pruned ``sparsity``, palette size ``clusters``."""
+
+    quant: str = "float"
+    sparsity: float = 0.0
+    clusters: int = 0
+
+
+def role(graph: onnx.GraphProto, name: str) -> str | None:
+    """``matmul`` / ``conv`` / ``gather`` (embedding table) for a weight, None if shared
+    with other ops (then it is left alone)."""
+    consumers = [n for n in graph.node if name in n.input]
+    ops = {n.op_type for n in consumers}
+    if ops == {"MatMul"} and all(n.input[1] == name for n in consumers):
+        return "matmul"
+    if ops == {"Conv"} and all(n.input[1] == name for n in consumers):
+        return "conv"
+    if ops == {"Gather"} and all(n.input[0] == name for n in consumers):
+        return "gather"
+    return None
+
+
+def compress_weights(model: onnx.ModelProto, plans: Mapping[str, WeightPlan],
+                     calibration: str = NO_CALIBRATION,
+                     batches: Sequence[dict] = ()) -> onnx.ModelProto:
+    """Apply every plan to its initializer; returns the rewritten model (input may be modified)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    for index, node in enumerate(model.graph.node):   # ORT's quantizers select nodes by name
+        if not node.name:
+            node.name = f"{node.op_type}_{index}_unnamed"
+    todo = {}
+    for name, plan in sorted(plans.items()):
+        kind = role(model.graph, name) if name in inits else None
+        if kind is not None and plan != WeightPlan():
+            todo[name] = (plan, kind)
+    prepared = {name: _float_edits(inits[name], plan) for name, (plan, _) in todo.items()}
+    modes = {name: _mode(plan, kind, calibration) for name, (plan, kind) in todo.items()}
+    static = {n: _static_codes(inits[n], INT_BITS[todo[n][0].quant], todo[n][1])
+              for n, m in modes.items() if m == "static"}
+    model = _run_ort_quantizers(model, todo, modes, calibration, batches)
+    inits = {i.name: i for i in model.graph.initializer}
+    for name, mode in sorted(modes.items()):
+        plan, kind = todo[name]
+        weight, mask, palette = prepared[name]
+        if mode != "clusters":   # palette indices cover kept entries only: the mask stays
+            mask = _worth_mask(mask, _entry_bits(mode, plan))
+        if mode == "static":
+            _store_static(model.graph, inits, name, static[name], mask, kind)
+        elif mode == "dynamic":
+            _store_int8_sparse(model.graph, inits, name + "_quantized", mask)
+        elif mode == "clusters":
+            _replace(model.graph, inits[name], packing.encode(
+                name, weight.shape, codes=palette[1], bits=_index_bits(palette[0].size),
+                lut=palette[0], mask=mask))
+        elif mode == "fp16":
+            _store_fp16(model.graph, inits[name], weight, mask)
+        elif mode == "dq":
+            from .quantize import _weight_only
+
+            _set(inits[name], weight)
+            _weight_only(model.graph, inits[name], INT_BITS[plan.quant],
+                         [n for n in model.graph.node if name in n.input])
+        elif mode == "packed":
+            _store_packed(model.graph, inits[name], weight, INT_BITS[plan.quant], kind, mask)
+        elif mode == "sparse" and mask is not None:
+            _replace(model.graph, inits[name], packing.encode(
+                name, weight.shape, values=weight[mask], mask=mask))
+    return model
+
+
+def _entry_bits(mode: str, plan: WeightPlan) -> int:
+    return {"fp16": 16, "sparse": 32}.get(mode, INT_BITS.get(plan.quant, 32))
+
+
+def _worth_mask(mask, bits: int):
+    """``mask`` if storing only the kept entries (plus 1 bit each for the mask) is smaller."""
+    if mask is None:
+        return None
+    n, kept = mask.size, int(mask.sum())
+    saved_bytes = (n * bits - kept * bits - n) / 8
+    return mask if saved_bytes > MASK_GRAPH_BYTES else None
+
+
+def _mode(plan: WeightPlan, kind: str, calibration: str) -> str:
+    if plan.clusters > 0:
+        return "clusters"
+    sparse = plan.sparsity > 0
+    if plan.quant in INT_BITS and calibration != NO_CALIBRATION and kind != "gather":
+        return "static"
+    if plan.quant == "w8a8":
+        return "dynamic" if kind != "gather" else "packed"
+    if plan.quant == "w16":
+        return "fp16"
+    if plan.quant in ("w8", "w4") and not sparse and (kind != "gather" or plan.quant == "w8"):
+        return "dq"
+    if plan.quant in INT_BITS:
+        return "packed"
+    return "sparse" if sparse else "none"
+
+
+def _float_edits(init: TensorProto, plan: WeightPlan):
+    """(edited float weight, kept-entry mask or None, (palette, indices) or None); the
+    initializer is updated in place so ORT's quantizers see the edited weight."""
+    weight = numpy_helper.to_array(init).astype(np.float32)
+    mask = None
+    if plan.sparsity > 0:
+        weight = magnitude_prune(weight, plan.sparsity)
+        mask = weight != 0
+    palette = None
+    if plan.clusters > 0:
+        kept = weight[mask] if mask is not None else weight.reshape(-1)
+        values, index = kmeans_1d(kept, plan.clusters)
+        if mask is not None:
+            weight[mask] = values[index]
+        else:
+            weight = values[index].reshape(weight.shape)
+        palette = (values, index)
+    _set(init, weight)
+    return weight, mask, palette
+
+
+def _set(init: TensorProto, weight: np.ndarray) -> None:
+    init.CopyFrom(numpy_helper.from_array(weight.astype(np.float32), init.name))
+
+
+def _index_bits(k: int) -> int:
+    return max(1, int(np.ceil(np.log2(k))))
+
+
+# --- int8 kernels through ONNX Runtime's quantizers -------------------------------------
+
+
+def _run_ort_quantizers(model, todo, modes, calibration, batches) -> onnx.ModelProto:
+    def nodes_of(mode):
+        return sorted({n.name for n in model.graph.node for w, m in modes.items()
+                       if m == mode and w in n.input and n.op_type in ("MatMul", "Conv")})
+
+    static_nodes, dynamic_nodes = nodes_of("static"), nodes_of("dynamic")
+    if static_nodes:
+        from .calibration import quantize_static_nodes
+
+        model = quantize_static_nodes(model, static_nodes, calibration, batches)
+    if dynamic_nodes:
+        from .quantize import _quantize_dynamic
+
+        model = _quantize_dynamic(model, dynamic_nodes)
+    return model
+
+
+def _static_codes(init: TensorProto, bits: int, kind: str):
+    """Snap the float weight to a per-channel ``bits``-bit grid (ORT's int8 channel axis),
+    so ORT's int8 values are a function of our codes. Returns the codes."""
+    weight = numpy_helper.to_array(init).astype(np.float32)
+    reduce = (0,) if kind == "matmul" else tuple(range(1, weight.ndim))
+    q, scale = _symmetric(weight, bits, reduce)
+    if bits < 8:
+        _set(init, q * scale)
+    return q + (2 ** (bits - 1) - 1), bits
+
+
+def _store_static(graph, inits, name, static, mask, kind) -> None:
+    codes, bits = static
+    stored = inits.get(name + "_quantized")
+    if stored is None:   # ORT left the node float: store the snapped weight packed instead
+        if name in inits:
+            weight = numpy_helper.to_array(inits[name]).astype(np.float32)
+            _store_packed(graph, inits[name], weight, bits, kind, mask)
+        return
+    int8 = numpy_helper.to_array(stored)
+    if bits == 8:
+        if mask is not None:
+            _store_int8_sparse(graph, inits, stored.name, mask)
+        return
+    lut = np.zeros(2 ** bits, np.int8)
+    lut[codes.reshape(-1)] = int8.reshape(-1)
+    if not np.array_equal(lut[codes], int8):   # not seen; keep ORT's int8 rather than fail
+        warnings.warn(f"{name}: ORT's int8 values do not follow the {bits}-bit codes; stored as int8")
+        return _store_int8_sparse(graph, inits, stored.name, mask)
+    keep = mask.reshape(-1) if mask is not None else slice(None)
+    _replace(graph, stored, packing.encode(stored.name, int8.shape, codes=codes.reshape(-1)[keep],
+                                           bits=bits, lut=lut, mask=mask))
+
+
+def _store_int8_sparse(graph, inits, name, mask) -> None:
+    if mask is None or name not in inits:
+        return
+    int8 = numpy_helper.to_array(inits[name])
+    _replace(graph, inits[name], packing.encode(name, int8.shape, values=int8[mask], mask=mask))
+
+
+# --- weight-only storage ------------------------------------------------------------------
+
+
+def _symmetric(weight: np.ndarray, bits: int, reduce: tuple, fp16_scale: bool = False):
+    """Symmetric integer grid, one scale per slice (max |w| over ``reduce`` axes):
+    (q in [-qmax, qmax], scale broadcastable to ``weight``)."""
+    qmax = 2 ** (bits - 1) - 1
+    amax = np.abs(weight).max(axis=reduce, keepdims=True)
+    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+    if fp16_scale:
+        scale = np.maximum(scale.astype(np.float16), np.float16(2 ** -14)).astype(np.float32)
+    q = np.clip(np.round(weight / scale), -qmax, qmax).astype(np.int64)
+    return q, scale
+
+
+def packed_grid(weight: np.ndarray, bits: int, kind: str):
+    """(view, q, fp16-exact scale) of packed weight-only storage. One scale covers a block
+    of B rows of a MatMul column ([K, N] viewed as [K/B, B, N]; per column when no block
+    divides K), an output channel of a Conv, a row of an embedding table."""
+    if kind == "matmul":
+        k, n = weight.shape
+        block = next((b for b in BLOCK_SIZES if k % b == 0 and k > b), k)
+        view, reduce = weight.reshape(k // block, block, n), (1,)
+    else:
+        view, reduce = weight, tuple(range(1, weight.ndim))
+    q, scale = _symmetric(view, bits, reduce, fp16_scale=True)
+    return view, q, scale
+
+
+def packed_reference(weight: np.ndarray, bits: int, kind: str, mask=None) -> np.ndarray:
+    """The float weight that packed ``bits``-bit storage rebuilds (numpy reference)."""
+    _, q, scale = packed_grid(weight, bits, kind)
+    out = (q * scale).reshape(weight.shape).astype(np.float32)
+    return out if mask is None else np.where(mask, out, 0).astype(np.float32)
+
+
+def _store_packed(graph, init, weight, bits, kind, mask) -> None:
+    """Codes (``bits`` per kept weight) x fp16 scale per block/channel, rebuilt in-graph."""
+    view, q, scale = packed_grid(weight, bits, kind)
+    qmax = 2 ** (bits - 1) - 1
+    codes = (q + qmax).reshape(-1)
+    vmask = None if mask is None else mask.reshape(view.shape)
+    if vmask is not None:
+        codes = codes[vmask.reshape(-1)]
+    lut = np.arange(-qmax, qmax + 1, dtype=np.float32)
+    enc = packing.encode(init.name + "_codes", view.shape, codes=codes, bits=bits, lut=lut,
+                         mask=vmask, lut_key=f"grid{bits}")
+    scale_name = init.name + "_scale16"
+    enc.initializers.append(numpy_helper.from_array(scale.astype(np.float16), scale_name))
+    enc.nodes.append(helper.make_node("Cast", [scale_name], [enc.output + "/s"], to=TensorProto.FLOAT))
+    product = init.name if view.shape == weight.shape else enc.output + "/b"
+    enc.nodes.append(helper.make_node("Mul", [enc.output, enc.output + "/s"], [product]))
+    if product != init.name:
+        shape_name = enc.output + "/shape"
+        enc.initializers.append(numpy_helper.from_array(np.array(weight.shape, np.int64), shape_name))
+        enc.nodes.append(helper.make_node("Reshape", [product, shape_name], [init.name]))
+    enc.output = init.name
+    _replace(graph, init, enc)
+
+
+def _store_fp16(graph, init, weight, mask) -> None:
+    half = weight.astype(np.float16)
+    if mask is not None:
+        enc = packing.encode(init.name + "_fp16", weight.shape, values=half[mask], mask=mask)
+    else:
+        enc = packing.Encoded(init.name + "_fp16", [numpy_helper.from_array(half, init.name + "_fp16")])
+    enc.nodes.append(helper.make_node("Cast", [enc.output], [init.name], name=init.name + "_cast",
+                                      to=TensorProto.FLOAT))
+    enc.output = init.name
+    _replace(graph, init, enc)
+
+
+def _replace(graph, old: TensorProto, enc: packing.Encoded) -> None:
+    """Swap an initializer for storage + rebuild nodes."""
+    packing.add_to_graph(graph, enc, replaces=old)

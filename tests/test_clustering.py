@@ -1,0 +1,91 @@
+"""Weight clustering: exactly k distinct values per layer, log2(k)-bit packed indices,
+deterministic bytes, ONNX Runtime outputs equal to the clustered torch model."""
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto
+
+from autocompress.backends.ort_runner import make_session, run_batches
+from autocompress.compression import packing
+from autocompress.compression.apply import apply_plan
+from autocompress.compression.clustering import kmeans_1d
+from autocompress.compression.plan import Plan
+from autocompress.compression.sparsity import magnitude_prune
+from tests.tiny_workload import make_workload
+
+N_FC1 = 64 * 128
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_workload()
+
+
+def outputs(path, workload):
+    return np.concatenate([o[0] for o in run_batches(make_session(path), workload.evaluation)])
+
+
+def torch_outputs(model, workload):
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(b["x"])).numpy() for b in workload.evaluation])
+
+
+def test_kmeans_has_k_values_is_deterministic_and_near_sklearn():
+    from sklearn.cluster import KMeans
+
+    values = np.random.default_rng(0).standard_normal(4096).astype(np.float32)
+    palette, index = kmeans_1d(values, 16)
+    again = kmeans_1d(values.copy(), 16)
+    assert palette.size == 16 and np.unique(palette[index]).size == 16
+    np.testing.assert_array_equal(palette, again[0])
+    np.testing.assert_array_equal(index, again[1])
+    ours = float(((palette[index] - values) ** 2).sum())
+    theirs = KMeans(16, n_init=3, random_state=0).fit(values[:, None]).inertia_
+    assert ours < 1.1 * theirs
+    few = np.repeat(np.arange(5, dtype=np.float32), 10)   # fewer distinct values than k
+    palette, index = kmeans_1d(few, 16)
+    np.testing.assert_array_equal(palette[index], few)
+
+
+@pytest.mark.parametrize("k,bits", [(16, 4), (64, 6)])
+def test_clustered_layer_stores_packed_indices_and_matches_torch(tmp_path, tiny, k, bits):
+    art = apply_plan(Plan({"fc1": {"clusters": k, "quant": "w8a8"}}), tiny, tmp_path / "c.onnx")
+    inits = {i.name: i for i in onnx.load(str(art.path)).graph.initializer}
+    codes = next(i for n, i in inits.items() if n.endswith("_codes"))
+    lut = next(i for n, i in inits.items() if n.endswith("_lut"))
+    assert codes.data_type == TensorProto.UINT8 and len(codes.raw_data) == N_FC1 * bits // 8
+    palette = onnx.numpy_helper.to_array(lut)
+    index = packing.unpack_codes(np.frombuffer(codes.raw_data, np.uint8), N_FC1, bits)
+    rebuilt = palette[index].reshape(64, 128)
+    assert palette.size == k and np.unique(rebuilt).size == k
+    model = copy.deepcopy(tiny.model)
+    original = model.fc1.weight.detach().numpy().T
+    assert np.sqrt(((rebuilt - original) ** 2).mean()) < original.std() * 4 / k
+    model.fc1.weight.data = torch.from_numpy(rebuilt.T.copy())
+    np.testing.assert_allclose(outputs(art.path, tiny), torch_outputs(model, tiny), atol=1e-5)
+
+
+def test_clusters_with_sparsity_keep_zero_plus_k_values(tmp_path, tiny):
+    art = apply_plan(Plan({"fc2": {"clusters": 16, "sparsity": 0.9}}), tiny, tmp_path / "c.onnx")
+    inits = {i.name: i for i in onnx.load(str(art.path)).graph.initializer}
+    codes = next(i for n, i in inits.items() if n.endswith("_codes"))
+    kept = N_FC1 - round(N_FC1 * 0.9)
+    assert len(codes.raw_data) == -(-kept * 4 // 8)
+    model = copy.deepcopy(tiny.model)
+    pruned = magnitude_prune(model.fc2.weight.detach().numpy().T, 0.9)
+    mask = pruned != 0
+    palette, index = kmeans_1d(pruned[mask], 16)
+    pruned[mask] = palette[index]
+    assert np.unique(pruned).size == 17
+    model.fc2.weight.data = torch.from_numpy(pruned.T.copy())
+    np.testing.assert_allclose(outputs(art.path, tiny), torch_outputs(model, tiny), atol=1e-5)
+
+
+def test_clustered_plans_give_the_same_bytes(tmp_path, tiny):
+    plan = Plan({"fc1": {"clusters": 64}, "fc2": {"clusters": 16, "sparsity": 0.9}})
+    a = apply_plan(plan, tiny, tmp_path / "a.onnx")
+    b = apply_plan(plan, tiny, tmp_path / "b.onnx")
+    assert a.sha256 == b.sha256
