@@ -21,6 +21,7 @@ from .compression.quantize import to_opset, weight_initializers
 from .device_profiles import DeviceProfile, load_profile, resolve_target
 from .pipeline import Evaluator
 from .report.pareto_json import SCHEMA_VERSION, point, write_json_atomic
+from .report.environment import environment
 from .search import pareto
 from .search.objectives import OBJECTIVES, Budget
 from .search.study import finished_count, mark_interrupted, open_study, run_trials
@@ -52,11 +53,16 @@ class SearchConfig:
     out: str | None = None
     storage: str | None = None
     command: Sequence[str] = ()
+    extra_targets: Sequence[str] = ()   # also predict these profiles per trial (plan command)
+    rpc_tracker: str | None = None      # HOST:PORT of a TVM RPC tracker: measure on the board
+    rpc_key: str | None = None
+    qat_steps: int = 0                  # > 0: QAT finalist pass over the front (compression/qat.py)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["budget"] = self.budget.to_dict()
         data["command"] = list(self.command)
+        data["extra_targets"] = list(self.extra_targets)
         return data
 
     @classmethod
@@ -74,6 +80,32 @@ class SearchResult:
 
 def resolve_profile(config: SearchConfig) -> DeviceProfile:
     return load_profile(config.profile) if config.profile else resolve_target(config.target)
+
+
+def rpc_device(config: SearchConfig):
+    """The boards to measure on (``--rpc-tracker``/``--rpc-key``), checked reachable, or None."""
+    if not config.rpc_tracker:
+        if config.rpc_key:
+            raise RunError("--rpc-key needs --rpc-tracker HOST:PORT")
+        return None
+    from .backends.tvm_rpc import RpcDevice
+
+    device = RpcDevice.parse(config.rpc_tracker, config.rpc_key or "")
+    device.check()
+    return device
+
+
+def discover_skips(workload: Workload) -> list:
+    """Where a technique does not apply, and why (``Skip`` records; torch models only:
+    ONNX-file workloads only get per-weight knobs, and those that do not fit are not offered)."""
+    if workload.model is None:
+        return []
+    import torch
+
+    from .compression.knobs import skipped_knobs
+
+    args = [torch.from_numpy(workload.example[n]) for n in workload.input_names]
+    return skipped_knobs(workload.model, args)
 
 
 def discover_knobs(workload: Workload):
@@ -130,7 +162,9 @@ def _run(config, run_dir, profile, workload, progress) -> SearchResult:
     knobs = discover_knobs(workload)
     study = open_study(config.storage, "autocompress", config.seed, config.trials, knobs)
     mark_interrupted(study)
-    evaluator = Evaluator(workload, profile)
+    evaluator = Evaluator(workload, profile,
+                          extra_profiles=tuple(resolve_target(t) for t in config.extra_targets),
+                          device=rpc_device(config))
     callbacks = [progress] if progress else []
     if progress is not None and hasattr(progress, "start"):
         progress.start(config.trials, finished_count(study))
@@ -152,6 +186,8 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> di
         relative = Path("artifacts") / f"{plan.digest()}.onnx"
         evaluator.export_artifact(plan, run_dir / relative)
         points.append(point(trial, str(relative)))
+        if config.qat_steps > 0 and workload.model is not None:
+            points[-1]["qat"] = _qat_finalist(evaluator, plan, config.qat_steps, run_dir)
     trials = study.get_trials(deepcopy=False)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -160,12 +196,14 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> di
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "autocompress", "version": __version__, "python": platform.python_version()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": environment(),
         "command": list(config.command),
         "config": config.to_dict(),
         "workload": {"name": workload.name, "description": workload.description,
-                     "n_knobs": len(knobs)},
+                     "n_knobs": len(knobs),
+                     "skipped_knobs": [s.message() for s in discover_skips(workload)]},
         "target": {"name": profile.name, "description": profile.description,
-                   "tvm_target": profile.tvm_target},
+                   "tvm_target": profile.tvm_target, "profile": profile.to_dict()},
         "objectives": [{"name": n, "direction": d} for n, d in OBJECTIVES],
         "budget": config.budget.to_dict(),
         "study": {"storage": config.storage, "name": study.study_name, "n_trials": len(trials),
@@ -179,6 +217,19 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> di
     if not points:
         document["infeasible_reason"] = _infeasible_reason(study, config.budget)
     return document
+
+
+def _qat_finalist(evaluator, plan: Plan, steps: int, run_dir: Path) -> dict:
+    """QAT of one front point, measured beside its PTQ numbers (the point's own ``quality``
+    stays the PTQ one the search ranked; size and graph are the same, only weights differ)."""
+    import shutil
+
+    from .compression.qat import QATConfig
+
+    source, numbers = evaluator.evaluate_qat(plan, QATConfig(steps=steps))
+    relative = Path("artifacts") / f"{plan.digest()}-qat.onnx"
+    shutil.copyfile(source, run_dir / relative)
+    return {"artifact": str(relative), **numbers}
 
 
 def _infeasible_reason(study, budget: Budget) -> str:

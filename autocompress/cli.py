@@ -32,8 +32,16 @@ def _build_parser() -> argparse.ArgumentParser:
     search.add_argument("--out", help="run folder (default results/<run-id>)")
     search.add_argument("--storage", help="Optuna storage URL (default: SQLite in the run folder)")
     search.add_argument("--resume", metavar="RUN", help="continue the search in run folder RUN")
+    search.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                        help="TVM RPC tracker: measure candidates on the boards registered there")
+    search.add_argument("--rpc-key", help="device key of the boards at the tracker (e.g. pi4)")
 
     commands.add_parser("targets", help="list the device profiles")
+    techniques = commands.add_parser("techniques", help="list the compression techniques and "
+                                     "their knobs (with --model: what that model offers)")
+    techniques.add_argument("--model", help="also list this model's knobs and skipped layers")
+    _add_device_commands(commands)
+    _add_after_search_commands(commands)
     return parser
 
 
@@ -45,19 +53,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "targets":
             return _targets(console)
+        if args.command == "techniques":
+            return _techniques(args, console)
+        if args.command in ("profile", "rpc-server"):
+            return {"profile": _profile, "rpc-server": _rpc_server}[args.command](args, console)
+        if args.command in ("report", "plan", "export"):
+            return {"report": _report, "plan": _plan, "export": _export}[args.command](
+                args, argv, console)
         return _search(args, argv, console)
     except KeyboardInterrupt:
         print("autocompress: interrupted; resume with --resume <run folder>", file=sys.stderr)
         return 130
     except Exception as err:
         from .api import InfeasibleError, RunError
+        from .export import ExportError
+        from .report.run import ReportError
         from .compression.apply import PlanError
         from .device_profiles import ProfileError
+        from .backends.tvm_compile import TvmError
+        from .backends.tvm_rpc import RpcError
         from .units import UnitError
         from .workloads import WorkloadError
 
         if isinstance(err, (UnitError, ProfileError, WorkloadError, RunError, PlanError,
-                            InfeasibleError)):
+                            InfeasibleError, ReportError, ExportError, RpcError, TvmError)):
             where = f" (run folder: {err.run_dir})" if isinstance(err, InfeasibleError) else ""
             print(f"autocompress: error: {err}{where}", file=sys.stderr)
             return EXIT_USAGE
@@ -86,7 +105,8 @@ def _search(args, argv, console: Console) -> int:
             model=args.model, target=args.target, profile=args.profile, budget=budget,
             trials=args.trials, timeout_s=parse_time(args.timeout) if args.timeout else None,
             trial_timeout_s=parse_time(args.trial_timeout), seed=args.seed, out=args.out,
-            storage=args.storage, command=["autocompress", *argv])
+            storage=args.storage, command=["autocompress", *argv],
+            rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key)
         if args.budget:
             console.print(f"budget: {args.budget} = {budget.max_size_bytes:,} bytes "
                           "(MB/KB/GB are powers of 10; MiB/KiB/GiB powers of 2)")
@@ -133,26 +153,196 @@ class SearchProgress:
             self.progress.stop()
 
 
+def _add_after_search_commands(commands) -> None:
+    """report / plan / export: what users reach for once a search has run."""
+    report = commands.add_parser("report", help="HTML report, PNG plots and Markdown summary of a run")
+    report.add_argument("run", help="run folder (results/<run-id>)")
+    report.add_argument("--out", help="output folder (default RUN/report)")
+
+    plan = commands.add_parser("plan", help="which device profiles can host the model within a budget")
+    plan.add_argument("--model", default="minilm",
+                      help="minilm (default) | digits-cnn | path/to/model.onnx | package.module:function")
+    plan.add_argument("--budget", help="max artifact size: 4MB (10^6 bytes), 4MiB (2^20)")
+    plan.add_argument("--max-latency", help="max latency on each target, e.g. 30ms")
+    plan.add_argument("--max-energy", help="max energy per inference on each target, e.g. 50mJ")
+    plan.add_argument("--min-quality", type=float, help="minimum quality (the workload's metric)")
+    plan.add_argument("--targets", help="comma-separated profiles (default: every known one)")
+    plan.add_argument("--trials", type=int, default=20, help="number of trials (default 20)")
+    plan.add_argument("--timeout", help="stop starting trials after this long, e.g. 600s")
+    plan.add_argument("--trial-timeout", default="600s", help="per-trial limit (default 600s)")
+    plan.add_argument("--seed", type=int, default=0)
+    plan.add_argument("--out", help="run folder (default results/<time>-<model>-plan)")
+
+    export = commands.add_parser("export", help="write and check the deployable artifact of one trial")
+    export.add_argument("run", help="run folder (results/<run-id>)")
+    export.add_argument("--pick", type=int, required=True, help="trial id (a front point's id)")
+    export.add_argument("--format", choices=("onnx", "tvm"), default="onnx")
+    export.add_argument("--target", help="device profile (default: the run's target)")
+    export.add_argument("--out", help="output folder (default RUN/export/<id>-<format>-<target>)")
+
+
+def _report(args, argv, console: Console) -> int:
+    from .report.build import write_report
+
+    files = write_report(args.run, args.out)
+    console.print(f"report: {files.html}\nsummary: {files.markdown}\nplots: "
+                  + ", ".join(str(p) for p in files.pngs.values()))
+    return 0
+
+
+def _plan(args, argv, console: Console) -> int:
+    from .api import RunError
+    from .planning import PlanConfig, plan, rows_table
+    from .search.objectives import Budget
+    from .units import parse_energy, parse_size, parse_time
+
+    if args.trials < 1:
+        raise RunError("--trials must be at least 1")
+    budget = Budget(max_size_bytes=parse_size(args.budget) if args.budget else None,
+                    max_latency_s=parse_time(args.max_latency) if args.max_latency else None,
+                    max_energy_j=parse_energy(args.max_energy) if args.max_energy else None,
+                    min_quality=args.min_quality)
+    config = PlanConfig(
+        model=args.model, budget=budget, trials=args.trials, seed=args.seed, out=args.out,
+        targets=[t.strip() for t in args.targets.split(",")] if args.targets else (),
+        timeout_s=parse_time(args.timeout) if args.timeout else None,
+        trial_timeout_s=parse_time(args.trial_timeout), command=["autocompress", *argv])
+    progress = SearchProgress(console)
+    result = plan(config, progress=progress)
+    progress.stop()
+    console.print(rows_table(result.rows, budget))
+    console.print(f"run folder: {result.run_dir}  (plan.json; `autocompress report "
+                  f"{result.run_dir}` adds this table to the report)")
+    if not result.any_feasible:
+        print("autocompress: error: no target meets the constraints (see the table above; "
+              f"run folder: {result.run_dir})", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _export(args, argv, console: Console) -> int:
+    from .export import export
+
+    result = export(args.run, args.pick, args.format, args.target, args.out)
+    console.print(f"exported trial {args.pick} for {result.target} to {result.out_dir}: "
+                  + ", ".join(p.name for p in result.files.values()))
+    console.print(f"checked: artifact sha256 matches the search's record; quality "
+                  f"{result.quality:.6f} re-measured = {result.recorded_quality:.6f} recorded")
+    return 0
+
+
 def _targets(console: Console) -> int:
     from rich.table import Table
 
     from .device_profiles import known_targets, resolve_target
     from .units import format_size
 
-    table = Table(title="device profiles")
+    table = Table(title="device profiles (sources: autocompress/device_profiles/*.json)")
     table.add_column("name", no_wrap=True)
-    for column in ("unit", "TVM target", "fp32 / int8 peak", "bandwidth", "RAM",
-                   "power idle/typ/max W"):
-        table.add_column(column)
+    for column in ("unit", "cores @ GHz", "TVM target", "toolchain", "fp32/fp16/int8 GOPS",
+                   "GB/s", "RAM", "W idle/typ/max"):
+        table.add_column(column, overflow="fold")
     for name in known_targets():
         p = resolve_target(name)
-        target = p.tvm_target if isinstance(p.tvm_target, str) else p.tvm_target.get("kind", "json")
-        table.add_row(p.name, p.compute_unit, str(target),
-                      f"{p.peak_ops_per_s['fp32'] / 1e9:.0f} / {p.peak_ops_per_s['int8'] / 1e9:.0f} GOPS",
-                      f"{p.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s", format_size(p.ram_bytes),
+        target = p.tvm_target if isinstance(p.tvm_target, str) else \
+            "{" + ", ".join(f"{k}: {v}" for k, v in p.tvm_target.items() if k in ("kind", "mcpu", "mtriple", "arch")) + "}"
+        peaks = "/".join(f"{p.peak_ops_per_s[d] / 1e9:.0f}" for d in ("fp32", "fp16", "int8"))
+        table.add_row(p.name, p.compute_unit, f"{p.cores} @ {p.clock_hz / 1e9:.2f}", str(target),
+                      p.cross_toolchain or "native", peaks,
+                      f"{p.memory_bandwidth_bytes_per_s / 1e9:.1f}", format_size(p.ram_bytes),
                       f"{p.power_w['idle']}/{p.power_w['typical']}/{p.power_w['max']}")
     console.print(table)
     return 0
+
+
+
+def _techniques(args, console: Console) -> int:
+    from collections import Counter
+
+    from rich.table import Table
+
+    from .compression.techniques import TECHNIQUES, technique_of
+
+    offered, skips = Counter(), []
+    if args.model:
+        from .api import discover_knobs, discover_skips
+        from .workloads import load_workload
+
+        workload = load_workload(args.model)
+        offered = Counter(technique_of(k.technique) for k in discover_knobs(workload))
+        skips = discover_skips(workload)
+    table = Table(title="compression techniques" + (f" ({args.model})" if args.model else ""))
+    for column in ("technique", "applies to", "knobs", "implemented in") + \
+            (("knobs here", "skipped") if args.model else ()):
+        table.add_column(column, overflow="fold")
+    skipped = Counter(technique_of(s.technique) for s in skips)
+    for t in TECHNIQUES:
+        row = [t.name, t.applies_to, t.knobs, t.module]
+        if args.model:
+            row += [str(offered.get(t.name, 0)), str(skipped.get(t.name, 0))]
+        table.add_row(*row)
+    console.print(table)
+    for skip in skips:
+        console.print(f"  skipped: {skip.message()}", markup=False, highlight=False)
+    return 0
+
+
+def _add_device_commands(commands) -> None:
+    """profile / rpc-server: measuring real devices."""
+    profile = commands.add_parser("profile", help="measure a device with micro-benchmarks and "
+                                  "write a calibrated profile")
+    where = profile.add_mutually_exclusive_group(required=True)
+    where.add_argument("--local", action="store_true", help="measure this machine (ONNX Runtime)")
+    where.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure a board over TVM RPC")
+    profile.add_argument("--rpc-key", help="device key of the board at the tracker")
+    profile.add_argument("--base", help="profile to start from (default: host with --local; "
+                         "required with --rpc-tracker, e.g. raspberry-pi-4)")
+    profile.add_argument("--name", help="name of the written profile (default: the base's)")
+    profile.add_argument("--out", required=True, help="profile JSON file to write")
+
+    server = commands.add_parser("rpc-server", help="run TVM's RPC server with autocompress's "
+                                 "power and memory readings (start this on the board)")
+    server.add_argument("--tracker", metavar="HOST:PORT", help="register with this tracker")
+    server.add_argument("--key", required=True, help="device key to register under (e.g. pi4)")
+    server.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes remote "
+                        "code execution to the network: only on a trusted network)")
+    server.add_argument("--port", type=int, default=9090)
+
+
+def _profile(args, console: Console) -> int:
+    from .device_profiles import resolve_target
+    from .device_profiles.calibrate import calibrated, measure, ort_timer, rpc_timer, write_profile
+
+    if args.local:
+        base = resolve_target(args.base or "host")
+        timer, runtime = ort_timer(), "ONNX Runtime on this machine"
+    else:
+        from .backends.tvm_rpc import RpcDevice, RpcError
+
+        if not args.base:
+            raise RpcError("--base PROFILE is required with --rpc-tracker (e.g. raspberry-pi-4)")
+        base = resolve_target(args.base)
+        device = RpcDevice.parse(args.rpc_tracker, args.rpc_key or "", repeat=10)
+        device.check()
+        timer, runtime = rpc_timer(device, base), f"TVM over RPC ({device.name})"
+    results = measure(timer, log=lambda line: console.print(f"  {line}"))
+    path = write_profile(calibrated(base, results, runtime, args.name), args.out)
+    console.print(f"profile written: {path}")
+    return 0
+
+
+def _rpc_server(args, console: Console) -> int:
+    from .backends.tvm_rpc import start_server
+
+    server = start_server(args.tracker, args.key, host=args.host, port=args.port)
+    console.print(f"RPC server on {args.host}:{server.port} under key {args.key!r}"
+                  + (f", registered with {args.tracker}" if args.tracker else "") + "; Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.terminate()
 
 
 if __name__ == "__main__":

@@ -42,10 +42,13 @@ class DeviceProfile:
     energy: Mapping[str, object]
     sources: Mapping[str, str]
     features: tuple[str, ...] = field(default_factory=tuple)
+    calibration: Mapping[str, object] = field(default_factory=dict)   # `autocompress profile` raw data
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["features"] = list(self.features)
+        if not data["calibration"]:
+            del data["calibration"]
         return data
 
     @classmethod
@@ -57,6 +60,9 @@ class DeviceProfile:
             raise ProfileError(f"{origin}: unknown field {extra[0]!r}")
         values = dict(data)
         values.setdefault("features", ())
+        values.setdefault("calibration", {})
+        if not isinstance(values["calibration"], Mapping):
+            _fail(origin, "calibration", "must be an object (written by `autocompress profile`)")
         values["features"] = tuple(values["features"])
         return cls(**values)
 

@@ -34,6 +34,7 @@ def point(trial, artifact: str | None) -> dict:
         "macs": target.get("macs"),
         "host_latency_s": host["median_s"],
         "host_peak_ram_bytes": m["host_peak_ram_bytes"],
+        "early_exit": m.get("early_exit"),   # exit rate, per-path latency (None: no exit)
         "constraints": dict(trial.constraints),
         "provenance": {
             "quality": {"kind": "measured", "device": "host", "runtime": host["runtime"],

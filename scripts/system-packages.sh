@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Debian packages the project needs beyond Python: the aarch64 cross compiler (TVM exports
+# for Raspberry Pi / Jetson) and headless Chromium (the report's rendering test).
+# Idempotent; run as root (CI) or with sudo.
+set -euo pipefail
+PACKAGES=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu chromium)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

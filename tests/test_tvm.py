@@ -1,0 +1,123 @@
+"""TVM compiles candidates for each target; RPC measures them on a loopback "board"."""
+import json
+
+import numpy as np
+import pytest
+
+from autocompress import api
+from autocompress.backends import tvm_compile, tvm_rpc, tvm_tuning
+from autocompress.compression.apply import apply_plan
+from autocompress.compression.plan import Plan
+from autocompress.device_profiles import resolve_target
+from autocompress.workloads import load_workload
+
+TINY = "tests.tiny_workload:make_workload"
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """digits-cnn, fp32 and one compressed candidate, as ONNX files."""
+    workload = load_workload("digits-cnn")
+    folder = tmp_path_factory.mktemp("tvm")
+    fp32 = apply_plan(Plan({}), workload, folder / "fp32.onnx").path
+    shapes = {k: v.shape for k, v in workload.example.items()}
+    return workload, fp32, shapes
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_host_library_runs_here_and_matches_onnx_runtime(digits, cache):
+    from autocompress.backends import ort_runner
+
+    workload, fp32, shapes = digits
+    library = tvm_compile.compile_onnx(fp32, shapes, resolve_target("host"))
+    assert library.target.runs_here and not library.cached
+    assert tvm_compile.elf_machine(library.path) == "x86-64"
+    session = ort_runner.make_session(fp32)
+    for batch in workload.evaluation[:2]:
+        one = {k: v[:1] for k, v in batch.items()}
+        ours = tvm_compile.run_local(library.path, one, workload.input_names)[0]
+        reference = session.run(None, one)[0]
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4)
+    again = tvm_compile.compile_onnx(fp32, shapes, resolve_target("host"))
+    assert again.cached and again.path == library.path and again.compile_s == 0.0
+
+
+@pytest.mark.parametrize("target", ["raspberry-pi-4", "raspberry-pi-5"])
+def test_raspberry_pi_library_is_an_aarch64_elf(digits, cache, target):
+    _, fp32, shapes = digits
+    library = tvm_compile.compile_onnx(fp32, shapes, resolve_target(target))
+    assert library.target.cross_compiler == "aarch64-linux-gnu-gcc"
+    assert tvm_compile.elf_machine(library.path) == "aarch64"
+    assert not library.target.runs_here
+
+
+def test_jetson_nano_gets_cuda_kernels_for_sm_53_and_an_aarch64_host(digits, cache):
+    _, fp32, shapes = digits
+    profile = resolve_target("jetson-nano")
+    target = tvm_compile.resolve_target(profile)
+    assert target.kind == "cuda"
+    assert str(target.target.attrs["arch"]) == "sm_53"
+    mod = tvm_compile.import_onnx(fp32, shapes)
+    executable = tvm_tuning.build(mod, target, {})
+    source = tvm_compile.cuda_source(executable.mod)
+    assert source.count("__global__") >= 10          # one kernel per fused operator
+    assert "blockIdx.x" in source and "threadIdx.x" in source
+    library = tvm_compile.compile_onnx(fp32, shapes, profile)
+    assert tvm_compile.elf_machine(library.path) == "aarch64"
+    assert b"__global__" in library.path.read_bytes()   # the kernels travel inside the .so
+
+
+def test_unparseable_tvm_target_is_a_clear_error():
+    from dataclasses import replace
+
+    broken = replace(resolve_target("raspberry-pi-4"), tvm_target={"kind": "no-such-kind"})
+    with pytest.raises(tvm_compile.TvmError, match="cannot parse tvm_target"):
+        tvm_compile.resolve_target(broken)
+
+
+def test_rpc_measures_on_loopback_boards_in_parallel(digits, cache):
+    workload, fp32, shapes = digits
+    library = tvm_compile.compile_onnx(fp32, shapes, resolve_target("host"))
+    with tvm_rpc.local_farm(boards=2, key="host") as device:
+        assert device.tracker_host == "127.0.0.1"
+        assert device.check() == 2
+        one = device.measure(library.path, workload.example, workload.input_names)
+        assert one.repeats == device.repeat and len(one.samples_s) == device.repeat
+        assert one.p10_s <= one.median_s <= one.p90_s
+        assert one.peak_ram_bytes is not None and one.peak_ram_bytes > 0
+        # no power sensors in this VM: said so, not faked
+        assert one.energy_j is None
+        assert any("RAPL" in reason for reason in one.absent)
+        results = device.measure_many([(library.path, workload.example, workload.input_names)] * 4)
+        assert all(isinstance(r, tvm_rpc.DeviceMeasurement) for r in results)
+        assert len({r.board for r in results}) == 2, "both boards of the farm were used"
+
+
+def test_search_with_rpc_lands_measured_numbers_in_pareto_json(tmp_path, cache):
+    with tvm_rpc.local_farm(boards=1, key="host") as device:
+        config = api.SearchConfig(model=TINY, target="host", trials=2, out=str(tmp_path / "run"),
+                                  rpc_tracker=f"127.0.0.1:{device.tracker_port}", rpc_key="host")
+        api.search(config)
+    document = json.loads((tmp_path / "run" / "pareto.json").read_text())
+    assert document["front"]
+    for point in document["front"]:
+        provenance = point["provenance"]["latency_s"]
+        assert provenance["kind"] == "measured"
+        assert provenance["rpc"] == f"host@127.0.0.1:{device.tracker_port}"
+        assert provenance["runtime"].startswith("TVM")
+        assert point["latency_s"] == provenance["median_s"]
+        assert provenance["p10_s"] <= provenance["median_s"] <= provenance["p90_s"]
+
+
+def test_unreachable_tracker_is_one_line_and_exit_2(tmp_path, capsys):
+    from autocompress.cli import main
+
+    code = main(["search", "--model", TINY, "--target", "host", "--trials", "1",
+                 "--rpc-tracker", "127.0.0.1:1", "--rpc-key", "pi4", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot reach the RPC tracker" in err[0]
