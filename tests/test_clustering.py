@@ -8,29 +8,19 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from autocompress.backends.ort_runner import make_session, run_batches
 from autocompress.compression import packing
 from autocompress.compression.apply import apply_plan
 from autocompress.compression.clustering import kmeans_1d
 from autocompress.compression.plan import Plan
 from autocompress.compression.sparsity import magnitude_prune
-from tests.tiny_workload import make_workload
+from tests.tiny_workload import N_FC1, make_workload, torch_outputs
+from tests.tiny_workload import onnx_outputs as outputs
 
-N_FC1 = 64 * 128
 
 
 @pytest.fixture(scope="module")
 def tiny():
     return make_workload()
-
-
-def outputs(path, workload):
-    return np.concatenate([o[0] for o in run_batches(make_session(path), workload.evaluation)])
-
-
-def torch_outputs(model, workload):
-    with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(b["x"])).numpy() for b in workload.evaluation])
 
 
 def test_kmeans_has_k_values_is_deterministic_and_near_sklearn():

@@ -16,23 +16,14 @@ from autocompress.compression.knobs import onnx_knobs, skipped_knobs, torch_knob
 from autocompress.compression.plan import Plan
 from autocompress.compression.weight_storage import packed_reference
 from autocompress.cost_models.layers import describe
-from tests.tiny_workload import make_workload
+from tests.tiny_workload import N_FC1, make_workload, torch_outputs
+from tests.tiny_workload import onnx_outputs as outputs
 
-N_FC1 = 64 * 128   # tiny MLP fc1: exported as MatMul weight [K=64, N=128]
 
 
 @pytest.fixture(scope="module")
 def tiny():
     return make_workload()
-
-
-def outputs(path, workload):
-    return np.concatenate([o[0] for o in run_batches(make_session(path), workload.evaluation)])
-
-
-def torch_outputs(model, workload):
-    with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(b["x"])).numpy() for b in workload.evaluation])
 
 
 def initializers(path):

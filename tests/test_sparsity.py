@@ -17,23 +17,14 @@ from autocompress.compression.plan import Plan
 from autocompress.compression.quantize import to_opset
 from autocompress.compression.sparsity import magnitude_prune, pruned_count
 from autocompress.compression.weight_storage import WeightPlan, compress_weights, packed_reference
-from tests.tiny_workload import make_workload
+from tests.tiny_workload import N_FC1, make_workload, torch_outputs
+from tests.tiny_workload import onnx_outputs as outputs
 
-N_FC1 = 64 * 128
 
 
 @pytest.fixture(scope="module")
 def tiny():
     return make_workload()
-
-
-def outputs(path, workload):
-    return np.concatenate([o[0] for o in run_batches(make_session(path), workload.evaluation)])
-
-
-def torch_outputs(model, workload):
-    with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(b["x"])).numpy() for b in workload.evaluation])
 
 
 def test_magnitude_prune_zeroes_exactly_the_smallest():

@@ -55,3 +55,19 @@ def make_workload() -> Workload:
                     example={"x": x[:1]}, calibration=[{"x": x[1200:1300]}],
                     evaluation=batches, score=score, model=model,
                     dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+
+
+N_FC1 = 64 * 128   # fc1 exported as a MatMul weight [K=64, N=128]
+
+
+def onnx_outputs(path, workload) -> np.ndarray:
+    """ONNX Runtime's outputs of an artifact on the evaluation batches, stacked."""
+    from autocompress.backends.ort_runner import make_session, run_batches
+
+    return np.concatenate([o[0] for o in run_batches(make_session(path), workload.evaluation)])
+
+
+def torch_outputs(model, workload) -> np.ndarray:
+    """The torch model's outputs on the same batches, for comparing with an artifact."""
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(b["x"])).numpy() for b in workload.evaluation])
