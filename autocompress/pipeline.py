@@ -149,23 +149,11 @@ class Evaluator:
         else:   # early exit: each path predicted, weighted by the measured exit rate
             graph, prediction = exit_runtime.expected_prediction(self.cost_model, path,
                                                                  self.latency_shapes, exit_rate)
-        predicted = {"kind": "predicted", "model": prediction.model, "device": self.profile.name,
-                     "calibration_error": prediction.calibration_error}
-        numbers = {"latency_s": prediction.latency_s, "energy_j": prediction.energy_j,
-                   "peak_ram_bytes": prediction.peak_ram_bytes, "macs": graph.macs,
-                   "provenance": {"latency_s": predicted, "energy_j": predicted,
-                                  "peak_ram_bytes": predicted}}
-        if self.profile.name == "host":
-            measured = {"kind": "measured", "device": "host", **latency.to_dict()}
-            numbers["latency_s"] = latency.median_s
-            numbers["provenance"]["latency_s"] = measured
-            if exit_rate is not None:
-                measured["method"] = "expected over the evaluation inputs (see early_exit)"
-            if peak_ram is not None:
-                numbers["peak_ram_bytes"] = peak_ram
-                numbers["provenance"]["peak_ram_bytes"] = {
-                    "kind": "measured", "device": "host", "runtime": ort_runner.RUNTIME,
-                    "method": "peak RSS growth while loading and running once (/proc VmHWM)"}
+        numbers = profile_numbers(self.profile, prediction, latency, peak_ram)
+        numbers["macs"] = graph.macs
+        if exit_rate is not None and self.profile.name == "host":
+            numbers["provenance"]["latency_s"]["method"] = \
+                "expected over the evaluation inputs (see early_exit)"
         return numbers
 
     def _device_numbers(self, path: Path, numbers: dict, timings: dict) -> None:
@@ -228,23 +216,26 @@ def workload_key(workload) -> str:
 
 def per_target_numbers(graph, profiles, latency, peak_ram) -> dict:
     """Roofline latency / energy / RAM per profile; host latency and RAM are the measured ones."""
-    out = {}
-    for profile in profiles:
-        prediction = RooflineModel(profile).predict(graph)
-        predicted = {"kind": "predicted", "model": prediction.model, "device": profile.name,
-                     "calibration_error": prediction.calibration_error}
-        numbers = {"latency_s": prediction.latency_s, "energy_j": prediction.energy_j,
-                   "peak_ram_bytes": prediction.peak_ram_bytes,
-                   "provenance": {"latency_s": predicted, "energy_j": predicted,
-                                  "peak_ram_bytes": predicted}}
-        if profile.name == "host":
-            numbers["latency_s"] = latency.median_s
-            numbers["provenance"]["latency_s"] = {"kind": "measured", "device": "host",
-                                                  **latency.to_dict()}
-            if peak_ram is not None:
-                numbers["peak_ram_bytes"] = peak_ram
-                numbers["provenance"]["peak_ram_bytes"] = {
-                    "kind": "measured", "device": "host", "runtime": ort_runner.RUNTIME,
-                    "method": "peak RSS growth while loading and running once (/proc VmHWM)"}
-        out[profile.name] = numbers
-    return out
+    return {profile.name: profile_numbers(profile, RooflineModel(profile).predict(graph),
+                                          latency, peak_ram) for profile in profiles}
+
+
+def profile_numbers(profile: DeviceProfile, prediction, latency, peak_ram) -> dict:
+    """One profile's latency / energy / RAM with provenance: the cost model's prediction, or
+    for ``host`` the ONNX Runtime measurements of this trial."""
+    predicted = {"kind": "predicted", "model": prediction.model, "device": profile.name,
+                 "calibration_error": prediction.calibration_error}
+    numbers = {"latency_s": prediction.latency_s, "energy_j": prediction.energy_j,
+               "peak_ram_bytes": prediction.peak_ram_bytes,
+               "provenance": {"latency_s": predicted, "energy_j": predicted,
+                              "peak_ram_bytes": predicted}}
+    if profile.name == "host":
+        numbers["latency_s"] = latency.median_s
+        numbers["provenance"]["latency_s"] = {"kind": "measured", "device": "host",
+                                              **latency.to_dict()}
+        if peak_ram is not None:
+            numbers["peak_ram_bytes"] = peak_ram
+            numbers["provenance"]["peak_ram_bytes"] = {
+                "kind": "measured", "device": "host", "runtime": ort_runner.RUNTIME,
+                "method": "peak RSS growth while loading and running once (/proc VmHWM)"}
+    return numbers

@@ -17,15 +17,6 @@ from autocompress.pipeline import Evaluator
 from autocompress.workloads import Quality, Workload
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is faster than two on a busy host (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Block(nn.Module):
     def __init__(self, c: int):
         super().__init__()

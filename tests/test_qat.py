@@ -24,15 +24,6 @@ from autocompress.workloads import Quality, Workload
 from tiny_workload import make_workload
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is faster than two on a busy host (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _artifact_weight(proto: onnx.ModelProto, name: str) -> np.ndarray:
     """The float weight an artifact really computes for ``name``, read back through ONNX Runtime."""
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}

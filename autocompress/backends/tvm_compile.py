@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,10 +173,6 @@ def fold_weight_subgraphs(model):
     return model
 
 
-def library_suffix(target: TvmTarget) -> str:
-    return ".so"
-
-
 def compile_onnx(onnx_path: Path | str, input_shapes: Mapping[str, tuple], profile,
                  out_path: Path | str | None = None, use_tuning: bool = True) -> CompiledLibrary:
     """Compile an ONNX file for the profile's target and export a loadable shared library.
@@ -190,15 +185,19 @@ def compile_onnx(onnx_path: Path | str, input_shapes: Mapping[str, tuple], profi
 
     target = resolve_target(profile)
     data = Path(onnx_path).read_bytes()
-    mod = import_onnx(onnx_path, input_shapes)
-    tuning = tvm_tuning.lookup(mod, target) if use_tuning else {}
+    mod, tuning = None, {}
+    if use_tuning and tvm_tuning.has_records(target):   # no database: skip the task extraction
+        mod = import_onnx(onnx_path, input_shapes)
+        tuning = tvm_tuning.lookup(mod, target)
     key = hashlib.sha256(data + json.dumps(
         [sorted((k, list(v)) for k, v in input_shapes.items()), target.key(),
          tuning.get("digest", "untuned")]).encode()).hexdigest()[:20]
-    cached = cache_dir() / "tvm" / f"{key}{library_suffix(target)}"
+    cached = cache_dir() / "tvm" / f"{key}.so"
     start = time.perf_counter()
     hit = cached.exists()
     if not hit:
+        if mod is None:
+            mod = import_onnx(onnx_path, input_shapes)
         executable = tvm_tuning.build(mod, target, tuning)
         _export_library(executable, target, cached)
     compiled = CompiledLibrary(cached, target, 0.0 if hit else time.perf_counter() - start,
@@ -264,13 +263,9 @@ def _to_numpy(out) -> list[np.ndarray]:
     return [x for item in out for x in _to_numpy(item)]
 
 
-def cuda_source(executable_or_path) -> str:
-    """The CUDA C of a compiled CUDA target's kernels (what the board's NVRTC compiles)."""
-    import tvm
-
-    module = executable_or_path
-    if isinstance(module, (str, Path)):
-        module = tvm.runtime.load_module(str(module))
+def cuda_source(module) -> str:
+    """The CUDA C of a compiled CUDA target's kernels (what the board's NVRTC compiles), found
+    among the module's imports."""
     stack = [module]
     while stack:
         m = stack.pop()
@@ -278,11 +273,3 @@ def cuda_source(executable_or_path) -> str:
             return m.inspect_source("cuda")
         stack.extend(m.imports)
     raise TvmError("the library holds no CUDA module")
-
-
-def toolchain_version(compiler: str) -> str | None:
-    try:
-        return subprocess.run([compiler, "--version"], capture_output=True, text=True,
-                              check=True).stdout.splitlines()[0]
-    except (OSError, subprocess.CalledProcessError):
-        return None

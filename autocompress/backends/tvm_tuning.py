@@ -58,13 +58,19 @@ def extract(mod, target) -> list:
                                                    module_equality=MODULE_EQUALITY))
 
 
+def has_records(target) -> bool:
+    """Whether the target's database holds any tuning record yet."""
+    records = database_dir(target) / "database_tuning_record.json"
+    return records.exists() and records.stat().st_size > 0
+
+
 def lookup(mod, target) -> dict:
     """How many of the model's kernels have tuning records: tasks, hits, hit_rate, digest.
 
     ``applied`` is true when at least one record will be used by :func:`build`.
     """
     tasks = extract(mod, target)
-    if not database_dir(target).joinpath("database_tuning_record.json").exists():
+    if not has_records(target):
         return {"tasks": len(tasks), "hits": 0, "hit_rate": 0.0, "applied": False,
                 "digest": "untuned"}
     database = _database(target)

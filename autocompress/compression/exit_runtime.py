@@ -8,8 +8,6 @@ Cost models read the two paths as plain graphs (:func:`path_models`).
 """
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,33 +60,17 @@ class ExitMeasurement:
 
 def measure(session, example: dict, taken, timing):
     """Time both paths on ``example`` and weight them by the measured exit rate."""
-    from ..backends.ort_runner import LatencyMeasurement
+    from ..backends.ort_runner import LatencyMeasurement, measure_latency
 
     rate = float(np.mean(taken)) if len(taken) else 0.0
     paths = {}
     for label, value in (("exit", -np.inf), ("full", np.inf)):
-        feed = {i.name: example[i.name] for i in session.get_inputs()}
-        feed[THRESHOLD_NAME] = np.array(value, np.float32)
-        paths[label] = _timed(session, feed, timing)
+        feed = {**example, THRESHOLD_NAME: np.array(value, np.float32)}
+        paths[label] = measure_latency(session, feed, timing)
     e, f = paths["exit"], paths["full"]
     expected = LatencyMeasurement(*(rate * getattr(e, k) + (1 - rate) * getattr(f, k)
                                     for k in ("median_s", "p10_s", "p90_s")), f.repeats)
     return ExitMeasurement(rate, len(taken), e.to_dict(), f.to_dict(), expected.to_dict()), expected
-
-
-def _timed(session, feed: dict, timing):
-    """ort_runner.measure_latency's protocol (warm-up, repeats, median, p10/p90) on any feed."""
-    from ..backends.ort_runner import LatencyMeasurement
-
-    for _ in range(timing.warmup):
-        session.run(None, feed)
-    times = []
-    for _ in range(timing.repeat):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - start)
-    q = statistics.quantiles(times, n=10)
-    return LatencyMeasurement(statistics.median(times), q[0], q[-1], timing.repeat)
 
 
 def path_models(model: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.ModelProto]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..compression.knobs import Knob
-from ..compression.plan import Plan
+from ..compression.plan import CALIBRATION, DISTILL_STEPS, EXIT_AFTER, EXIT_THRESHOLD, Plan
 
 
 def suggest_plan(trial, knobs: Sequence[Knob]) -> Plan:
@@ -48,7 +48,7 @@ def anchor_params(knobs: Sequence[Knob]) -> list[dict]:
 
 # Knobs that do not make the artifact smaller: the smallest corner leaves them as they are
 # (distillation and calibration cost trial time; an early exit adds a head).
-NOT_SIZE_KNOBS = ("distill_steps", "calibration", "exit_after", "exit_threshold")
+NOT_SIZE_KNOBS = (DISTILL_STEPS, CALIBRATION, EXIT_AFTER, EXIT_THRESHOLD)
 
 
 def _most_compressing(knob: Knob):
