@@ -63,8 +63,13 @@ def measure_latency(session: ort.InferenceSession, example: dict,
         start = time.perf_counter()
         session.run(None, feed)
         times.append(time.perf_counter() - start)
+    return LatencyMeasurement(*spread(times), config.repeat)
+
+
+def spread(times: Sequence[float]) -> tuple[float, float, float]:
+    """(median, p10, p90) of timed runs: the one definition every measured latency uses."""
     q = statistics.quantiles(times, n=10)
-    return LatencyMeasurement(statistics.median(times), q[0], q[-1], config.repeat)
+    return statistics.median(times), q[0], q[-1]
 
 
 def measure_peak_ram(path: Path | str, example: dict, threads: int = 2) -> int | None:

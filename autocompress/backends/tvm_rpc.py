@@ -160,13 +160,10 @@ def _remote_sensors(remote) -> dict | None:
 
 
 def _summarise(samples: list, before, start, after, runtime: str) -> DeviceMeasurement:
-    ordered = sorted(samples)
+    from .ort_runner import spread
 
-    def q(p):
-        return ordered[min(len(ordered) - 1, int(round(p * (len(ordered) - 1))))]
-
-    median = statistics.median(ordered)
-    result = DeviceMeasurement(median, q(0.1), q(0.9), len(samples), samples, None, runtime)
+    median, p10, p90 = spread(samples)
+    result = DeviceMeasurement(median, p10, p90, len(samples), samples, None, runtime)
     if after is None:
         result.absent = ["board sensors: the RPC server does not offer autocompress's sensor "
                          "function (start it with `autocompress rpc-server`)"]
