@@ -158,23 +158,38 @@ def resume(run_dir: Path | str, trials: int | None = None,
     return _run(config, run_dir, resolve_profile(config), load_workload(config.model), progress)
 
 
+STUDY_NAME = "autocompress"
+
+
 def _run(config, run_dir, profile, workload, progress) -> SearchResult:
     knobs = discover_knobs(workload)
-    study = open_study(config.storage, "autocompress", config.seed, config.trials, knobs)
+    study = open_study(config.storage, STUDY_NAME, config.seed, config.trials, knobs)
     mark_interrupted(study)
-    evaluator = Evaluator(workload, profile,
-                          extra_profiles=tuple(resolve_target(t) for t in config.extra_targets),
-                          device=rpc_device(config))
+    evaluator = make_evaluator(config, profile, workload)
     callbacks = [progress] if progress else []
     if progress is not None and hasattr(progress, "start"):
         progress.start(config.trials, finished_count(study))
-    run_trials(study, knobs, evaluator.evaluate, config.budget, config.trials, config.timeout_s,
-               config.trial_timeout_s, callbacks)
+    work_on(study, config, knobs, evaluator, callbacks)
     document = _document(config, run_dir, profile, workload, study, knobs, evaluator)
     write_json_atomic(run_dir / "pareto.json", document)
     if not document["front"]:
         raise InfeasibleError(document["infeasible_reason"], run_dir)
     return SearchResult(run_dir, document)
+
+
+def make_evaluator(config: SearchConfig, profile: DeviceProfile, workload: Workload) -> Evaluator:
+    """The trial evaluator a config asks for (extra targets, board over RPC)."""
+    return Evaluator(workload, profile,
+                     extra_profiles=tuple(resolve_target(t) for t in config.extra_targets),
+                     device=rpc_device(config))
+
+
+def work_on(study, config: SearchConfig, knobs, evaluator: Evaluator,
+            callbacks: Sequence[Callable] = ()) -> None:
+    """Run this process's share of trials on ``study`` until it holds ``config.trials``
+    finished trials: what the search process and every worker process do."""
+    run_trials(study, knobs, evaluator.evaluate, config.budget, config.trials, config.timeout_s,
+               config.trial_timeout_s, callbacks)
 
 
 def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> dict:
