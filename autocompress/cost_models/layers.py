@@ -20,6 +20,12 @@ INT8_OPS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv"}
 COMPUTE_OPS = {"MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger", "Gather"}
 PASS_THROUGH = {"DequantizeLinear", "Cast", "Transpose", "Reshape"}   # weight-side plumbing
 NOT_FOLDED = {"DequantizeLinear", "QuantizeLinear"}   # ORT keeps these for its QDQ fusions
+# (a DequantizeLinear of a weight that feeds a float kernel is folded to float at load)
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Clip", "Sigmoid", "Tanh", "Erf", "Sqrt",
+               "Pow", "LeakyRelu", "HardSigmoid", "HardSwish", "Neg", "Abs", "Exp", "Where"}
+NO_COPY = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}   # views in ORT
+SHAPE_OPS = {"Shape", "Range", "ConstantOfShape", "Size"}
+KERNEL_CLASSES = ("elementwise", "quant", "reduce", "movement", "shape")
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,16 @@ class LayerCost:
     macs: int
     weight_bytes: float  # bytes of stored weights read
     act_bytes: float     # bytes of activations read and written
+    grouped: bool = False   # grouped / depthwise convolution (far from peak on every CPU)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A non-MAC operator the runtime launches per inference (not fused into a producer)."""
+
+    op: str
+    kind: str            # one of KERNEL_CLASSES
+    bytes: float         # bytes read and written
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,11 @@ class GraphCost:
     layers: tuple[LayerCost, ...]
     weight_bytes: float
     peak_activation_bytes: float
+    kernels: tuple[Kernel, ...] = ()   # other operators that run per inference, after fusion
+    fused: int = 0                     # elementwise operators fused into their producer
+    n_nodes: int = 0                   # operators left after constant folding
+    stored_bytes: float = 0.0          # initializers as stored in the file (packed, int8, ...)
+    folded_bytes: float = 0.0          # every tensor constant folding materialises at load
 
     @property
     def macs(self) -> int:
@@ -60,7 +81,53 @@ def describe(model: onnx.ModelProto | str, input_shapes: Mapping[str, tuple]) ->
     readers = {i for n in graph.node if n.output[0] not in constant for i in n.input}
     readers |= {o.name for o in graph.output}
     weight_bytes = sum(_init_bytes(t) for name, t in inits.items() if name in readers)
-    return GraphCost(tuple(layers), weight_bytes, _peak_activations(graph, info, constant))
+    running = [n for n in graph.node if n.output[0] not in constant]
+    kernels, fused = _kernels(running, info, inits)
+    stored = sum(_init_bytes(t) for t in graph.initializer)
+    return GraphCost(tuple(layers), weight_bytes, _peak_activations(graph, info, constant),
+                     kernels, fused, len(running), stored,
+                     sum(_init_bytes(t) for t in folded.values()))
+
+
+def _kernels(nodes, info, inits) -> tuple[tuple[Kernel, ...], int]:
+    """Non-MAC operators as the runtime runs them: an elementwise op whose activation input
+    is the only use of another kernel's output is fused into it (conv+relu, matmul+bias,
+    the GELU chain), as ONNX Runtime's graph optimizer does; reshapes are views (no kernel)."""
+    producer = {o: n for n in nodes for o in n.output}
+    uses: dict[str, int] = {}
+    for node in nodes:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    fused_names: set[str] = set()
+    kernels, fused = [], 0
+    for node in nodes:
+        if node.op_type in COMPUTE_OPS or node.op_type in NO_COPY or node.op_type == "If":
+            continue
+        if node.op_type in ELEMENTWISE:
+            source = [producer[i] for i in node.input if i in producer]
+            if len(source) >= 1 and uses.get(source[0].output[0], 0) == 1 and (
+                    source[0].op_type in COMPUTE_OPS or source[0].output[0] in fused_names
+                    or source[0].op_type in ELEMENTWISE):
+                fused_names.add(node.output[0])
+                fused += 1
+                continue
+        moved = sum(_tensor_bytes(i, info) if i not in inits else _init_bytes(inits[i])
+                    for i in node.input if i) + sum(_tensor_bytes(o, info) for o in node.output)
+        kernels.append(Kernel(node.op_type, _kind(node.op_type, moved), moved))
+    return tuple(kernels), fused
+
+
+def _kind(op: str, moved: float) -> str:
+    if op in SHAPE_OPS or moved <= 256:   # shape arithmetic on a handful of int64 values
+        return "shape"
+    if op in ELEMENTWISE:
+        return "elementwise"
+    if "Quantize" in op:
+        return "quant"
+    if op.startswith("Reduce") or op in ("Softmax", "LayerNormalization", "GlobalAveragePool",
+                                         "AveragePool", "MaxPool", "CumSum", "ArgMax"):
+        return "reduce"
+    return "movement"
 
 
 def _folded_constants(model: onnx.ModelProto) -> tuple[set[str], dict[str, TensorProto]]:
@@ -71,10 +138,15 @@ def _folded_constants(model: onnx.ModelProto) -> tuple[set[str], dict[str, Tenso
     graph = model.graph
     types = {v.name: v.type.tensor_type for v in graph.value_info}
     constant = {i.name for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    qdq_inputs = {i for n in graph.node if _qdq_int8(n, producer) for i in n.input[:2]}
     out = {}
     for node in graph.node:
-        if node.op_type in NOT_FOLDED or not all(i in constant for i in node.input if i):
+        if not all(i in constant for i in node.input if i):
             continue
+        if node.op_type in NOT_FOLDED and (node.op_type == "QuantizeLinear"
+                                           or node.output[0] in qdq_inputs):
+            continue   # a weight DequantizeLinear is folded unless it feeds an int8 QDQ kernel
         for name in node.output:
             constant.add(name)
             shape = types[name].shape.dim if name in types else None
@@ -150,7 +222,9 @@ def _layer(node, info, inits, producer) -> LayerCost:
         a_shape = info.get(node.input[0], ((), 4))[0]
         reduce = a_shape[-1] if a_shape else 0
     dtype = "int8" if node.op_type in INT8_OPS or _qdq_int8(node, producer) else "fp32"
-    return LayerCost(node.name, node.op_type, dtype, out_elems * int(reduce), weight_bytes, act_bytes)
+    groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+    return LayerCost(node.name, node.op_type, dtype, out_elems * int(reduce), weight_bytes,
+                     act_bytes, groups > 1)
 
 
 def _qdq_int8(node, producer) -> bool:

@@ -42,7 +42,9 @@ def _provenance_note(run: Run, key: str) -> str:
     prov = run.front[0]["provenance"][key]
     if is_measured(prov):
         return f"measured on {prov.get('device')}"
-    return f"predicted, {prov.get('model')}"
+    error = prov.get("calibration_error")
+    return (f"predicted, {prov.get('model')}, "
+            + ("uncalibrated" if error is None else f"calibration error {error:.0%}"))
 
 
 def projections(run: Run):

@@ -60,9 +60,10 @@ def budget_phrase(budget: dict) -> str:
 
 def _latency_words(p: dict) -> str:
     prov = p["provenance"]["latency_s"]
+    error = prov.get("calibration_error")
     how = ("measured" if is_measured(prov)
            else f"predicted by {prov.get('model')}"
-           + (", uncalibrated" if prov.get("calibration_error") is None else ""))
+           + (", uncalibrated" if error is None else f", calibration error {error:.0%}"))
     return f"{format_time(p['latency_s'])} ({how})"
 
 
