@@ -78,21 +78,24 @@ def load_run(run_dir: Path | str) -> Run:
 
 
 def open_run_study(run_dir: Path, document: dict):
-    """The run's Optuna study (its recorded storage, else ``study.db`` beside pareto.json)."""
-    import optuna
+    """The run's Optuna study (its recorded storage, else ``study.db`` or ``study.journal``
+    beside pareto.json)."""
+    from ..search.storage import journal_url, load_study, redact
 
     storages = [document["study"]["storage"]]
     local = run_dir / "study.db"
     if local.is_file():
         storages.append(f"sqlite:///{local.resolve()}")
+    if (run_dir / "study.journal").is_file():
+        storages.append(journal_url(run_dir / "study.journal"))
     note = "study storage not found"
     for storage in storages:
         if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
             continue
         try:
-            return optuna.load_study(study_name=document["study"]["name"], storage=storage), None
+            return load_study(storage, document["study"]["name"]), None
         except Exception as err:   # noqa: BLE001 - any storage failure means "not available"
-            note = f"study storage {storage} could not be opened ({type(err).__name__})"
+            note = f"study storage {redact(storage)} could not be opened ({type(err).__name__})"
     return None, note + ": only the front is shown"
 
 
