@@ -24,8 +24,10 @@ from .report.pareto_json import SCHEMA_VERSION, point, write_json_atomic
 from .report.environment import environment
 from .search import pareto
 from .search.objectives import OBJECTIVES, Budget
+from .search.queue import drain
 from .search.study import finished_count, mark_interrupted, open_study, run_trials
 from .workloads import Workload, load_workload
+from . import workers
 
 
 class RunError(ValueError):
@@ -57,6 +59,12 @@ class SearchConfig:
     rpc_tracker: str | None = None      # HOST:PORT of a TVM RPC tracker: measure on the board
     rpc_key: str | None = None
     qat_steps: int = 0                  # > 0: QAT finalist pass over the front (compression/qat.py)
+    workers: int = 1                    # local processes on the study (workers.py)
+    cost: str = "auto"                  # measured | predicted | auto (cost_models/active.py)
+    sensitivity: bool = True            # per-layer analysis shapes and seeds the space
+    multi_fidelity: bool = True         # proxy (scaled training) first, full if promising
+    sampler: str = "tpe"                # tpe (ours) | random | nsga2 (benchmark baselines)
+    anchors: bool = True                # enqueue the anchor plans (search/space.py)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -80,6 +88,20 @@ class SearchResult:
 
 def resolve_profile(config: SearchConfig) -> DeviceProfile:
     return load_profile(config.profile) if config.profile else resolve_target(config.target)
+
+
+def split_targets(config: SearchConfig) -> SearchConfig:
+    """``--target a,b,c``: one search, primary target ``a`` (the sampler's latency objective),
+    ``b`` and ``c`` predicted for every trial and given a front of their own."""
+    names = [t.strip() for t in config.target.split(",") if t.strip()]
+    if len(names) <= 1:
+        return config
+    if len(set(names)) != len(names):
+        raise RunError(f"--target lists a target twice: {config.target}")
+    extra = [n for n in [*names[1:], *config.extra_targets] if n != names[0]]
+    for name in extra:
+        resolve_target(name)      # unknown name: one clear line before any work
+    return replace(config, target=names[0], extra_targets=list(dict.fromkeys(extra)))
 
 
 def rpc_device(config: SearchConfig):
@@ -134,25 +156,34 @@ def new_run_dir(config: SearchConfig, profile: DeviceProfile) -> Path:
 
 def search(config: SearchConfig, progress: Callable | None = None) -> SearchResult:
     """Validate everything the user gave, then run a new search into a fresh run folder."""
+    config = split_targets(config)
+    workers.check(config.workers, config.storage)
+    from .search.study import SAMPLERS
+
+    if config.sampler not in SAMPLERS:
+        raise RunError(f"sampler must be one of {', '.join(SAMPLERS)}, got {config.sampler!r}")
     profile = resolve_profile(config)
+    check_cost(config, profile)
     workload = load_workload(config.model)
     run_dir = new_run_dir(config, profile)
     run_dir.mkdir(parents=True, exist_ok=True)
-    storage = config.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    storage = config.storage or workers.default_storage(run_dir, config.workers)
     config = replace(config, storage=storage)
     write_json_atomic(run_dir / "config.json", config.to_dict())
     return _run(config, run_dir, profile, workload, progress)
 
 
 def resume(run_dir: Path | str, trials: int | None = None,
-           progress: Callable | None = None) -> SearchResult:
+           progress: Callable | None = None, n_workers: int | None = None) -> SearchResult:
     """Continue a killed (or finished, with more ``trials``) search from its storage."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise RunError(f"cannot resume {run_dir}: no config.json there (not a run folder)")
     config = SearchConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    if trials is not None:
-        config = replace(config, trials=trials)
+    if trials is not None or n_workers is not None:
+        config = replace(config, trials=config.trials if trials is None else trials,
+                         workers=config.workers if n_workers is None else n_workers)
+        workers.check(config.workers, config.storage)
         write_json_atomic(run_dir / "config.json", config.to_dict())
     (run_dir / "pareto.json").unlink(missing_ok=True)   # stale until this run completes
     return _run(config, run_dir, resolve_profile(config), load_workload(config.model), progress)
@@ -162,14 +193,18 @@ STUDY_NAME = "autocompress"
 
 
 def _run(config, run_dir, profile, workload, progress) -> SearchResult:
-    knobs = discover_knobs(workload)
-    study = open_study(config.storage, STUDY_NAME, config.seed, config.trials, knobs)
+    knobs, seeds, sensitivity = search_space(config, workload, progress)
+    study = open_study(config.storage, STUDY_NAME, config.seed, config.trials, knobs, seeds,
+                       config.sampler, config.anchors)
+    if sensitivity is not None and "sensitivity" not in study.user_attrs:
+        study.set_user_attr("sensitivity", sensitivity.to_dict())
     mark_interrupted(study)
+    workers.publish(study, config, profile)
     evaluator = make_evaluator(config, profile, workload)
     callbacks = [progress] if progress else []
     if progress is not None and hasattr(progress, "start"):
         progress.start(config.trials, finished_count(study))
-    work_on(study, config, knobs, evaluator, callbacks)
+    workers.run_here(study, config, knobs, evaluator, callbacks, run_dir)
     document = _document(config, run_dir, profile, workload, study, knobs, evaluator)
     write_json_atomic(run_dir / "pareto.json", document)
     if not document["front"]:
@@ -177,19 +212,73 @@ def _run(config, run_dir, profile, workload, progress) -> SearchResult:
     return SearchResult(run_dir, document)
 
 
+def search_space(config: SearchConfig, workload: Workload, progress=None):
+    """(knobs the sampler sees, seed plans, Sensitivity or None). With ``config.sensitivity``
+    the per-layer analysis (autocompress.sensitivity; stored with the study so a resume or a
+    worker on another machine sees the same space) removes catastrophic choices and seeds
+    greedy mixed plans."""
+    from . import sensitivity as sens
+    from .search import seeding
+
+    knobs = discover_knobs(workload)
+    if not config.sensitivity or workload.model is None:
+        return knobs, [], None
+    stored = stored_sensitivity(config.storage)
+    if stored is not None:
+        analysis = sens.Sensitivity.from_dict(stored)
+    else:
+        note = getattr(progress, "note", None)
+        if note is not None:
+            note("per-layer sensitivity analysis (once per model, cached)")
+        analysis = sens.analyse(workload, knobs)
+    shaped = seeding.shape(knobs, analysis.drop, analysis.base_quality)
+    seeds = seeding.seed_params(shaped, analysis.drop, analysis.saved_bytes,
+                                analysis.base_quality)
+    return shaped, seeds, analysis
+
+
+def stored_sensitivity(storage: str | None) -> dict | None:
+    """The sensitivity a study was created with (None: no such study yet)."""
+    import optuna
+
+    from .search.storage import open_storage
+
+    if storage is None:
+        return None
+    try:
+        study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(storage))
+    except KeyError:
+        return None
+    return study.user_attrs.get("sensitivity")
+
+
 def make_evaluator(config: SearchConfig, profile: DeviceProfile, workload: Workload) -> Evaluator:
     """The trial evaluator a config asks for (extra targets, board over RPC)."""
     return Evaluator(workload, profile,
                      extra_profiles=tuple(resolve_target(t) for t in config.extra_targets),
-                     device=rpc_device(config))
+                     device=rpc_device(config), cost=config.cost)
+
+
+def check_cost(config: SearchConfig, profile: DeviceProfile) -> None:
+    """``--cost measured`` needs a target this run can measure: host, or a board over RPC."""
+    from .cost_models.active import COST_MODES
+
+    if config.cost not in COST_MODES:
+        raise RunError(f"--cost must be one of {', '.join(COST_MODES)}, got {config.cost!r}")
+    if config.cost == "measured" and profile.name != "host" and not config.rpc_tracker:
+        raise RunError(f"--cost measured: target {profile.name!r} cannot be measured from here; "
+                       "attach it with --rpc-tracker HOST:PORT, or use --cost predicted|auto")
 
 
 def work_on(study, config: SearchConfig, knobs, evaluator: Evaluator,
             callbacks: Sequence[Callable] = ()) -> None:
     """Run this process's share of trials on ``study`` until it holds ``config.trials``
-    finished trials: what the search process and every worker process do."""
-    run_trials(study, knobs, evaluator.evaluate, config.budget, config.trials, config.timeout_s,
-               config.trial_timeout_s, callbacks)
+    finished trials: what the search process and every worker process do. Trials come
+    from the study's fixed queue (search/queue.py), so N processes never overshoot."""
+    drain(study, lambda queued: run_trials(
+        queued, knobs, evaluator.evaluate, config.budget, config.trials, config.timeout_s,
+        config.trial_timeout_s, callbacks, config.multi_fidelity),
+        {"worker": workers.identity(evaluator.timing.threads)})
 
 
 def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> dict:
@@ -203,7 +292,7 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> di
         points.append(point(trial, str(relative)))
         if config.qat_steps > 0 and workload.model is not None:
             points[-1]["qat"] = _qat_finalist(evaluator, plan, config.qat_steps, run_dir)
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
     failed = [t for t in trials if t.state == TrialState.FAIL]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     baseline = next((t for t in complete if not t.user_attrs.get("plan", {}).get("units")), None)
@@ -225,13 +314,77 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> di
                   "n_complete": len(complete), "n_failed": len(failed),
                   "n_feasible": sum(pareto.is_feasible(t) for t in complete),
                   "failures": [{"id": t.number, "reason": t.user_attrs.get("fail_reason", "unknown")}
-                               for t in failed]},
+                               for t in failed],
+                  "workers": workers.summary(config, trials)},
         "baseline": point(baseline, None) if baseline else None,
         "front": points,
     }
+    if config.extra_targets:
+        document["fronts"] = {profile.name: points,
+                              **_target_fronts(config, complete, run_dir, evaluator)}
+    document["study"]["hypervolume"] = _hypervolume(complete, baseline)
     if not points:
         document["infeasible_reason"] = _infeasible_reason(study, config.budget)
     return document
+
+
+class _OnTarget:
+    """A trial's metrics seen from another target (what Budget.violations reads)."""
+
+    DEVICE = ("latency_s", "energy_j", "peak_ram_bytes")
+
+    def __init__(self, metrics: dict, numbers: dict):
+        self.metrics, self.numbers = metrics, numbers
+
+    def objective(self, name: str) -> float:
+        return self.numbers[name] if name in self.DEVICE else self.metrics[name]
+
+
+def _target_fronts(config, complete, run_dir, evaluator) -> dict:
+    """One front per extra target of a multi-target search (``--target a,b,c``): every trial
+    was built and scored once; each target's front ranks them by its own latency, with the
+    budget checked against its own numbers."""
+    from .report.pareto_json import point_on_target
+
+    fronts = {}
+    for name in config.extra_targets:
+        scored = []
+        for trial in complete:
+            metrics = trial.user_attrs.get("metrics", {})
+            numbers = metrics.get("per_target", {}).get(name)
+            if numbers is None:
+                continue
+            violations = config.budget.violations(_OnTarget(metrics, numbers))
+            if all(v <= 0 for v in violations.values()):
+                scored.append((trial, violations))
+        constraints = {t.number: v for t, v in scored}
+        best = pareto.non_dominated([t for t, _ in scored], lambda t, n=name: (
+            t.user_attrs["metrics"]["quality"], t.user_attrs["metrics"]["per_target"][n]["latency_s"],
+            t.user_attrs["metrics"]["size_bytes"]))
+        fronts[name] = []
+        for trial in best:
+            plan = Plan.from_dict(trial.user_attrs["plan"])
+            relative = Path("artifacts") / f"{plan.digest()}.onnx"
+            evaluator.export_artifact(plan, run_dir / relative)
+            fronts[name].append(point_on_target(trial, str(relative), name,
+                                                constraints[trial.number]))
+    return fronts
+
+
+def _hypervolume(complete, baseline) -> dict | None:
+    """Hypervolume of the feasible points after each complete trial, in completion order
+    (search/hypervolume.py: normalised by the uncompressed model's trial)."""
+    from .search import hypervolume
+
+    if baseline is None or baseline.values is None:
+        return None
+    scale = hypervolume.Scale(*baseline.values)
+    ordered = sorted(complete, key=lambda t: (t.datetime_complete or 0, t.number))
+    volumes = hypervolume.history(
+        [t.values if pareto.is_feasible(t) else None for t in ordered], scale)
+    return {"scale": scale.to_dict(), "reference": list(hypervolume.REFERENCE),
+            "definition": "relative (quality, latency, size) to the uncompressed trial",
+            "history": [{"trial": t.number, "hypervolume": v} for t, v in zip(ordered, volumes)]}
 
 
 def _qat_finalist(evaluator, plan: Plan, steps: int, run_dir: Path) -> dict:

@@ -35,12 +35,25 @@ def _build_parser() -> argparse.ArgumentParser:
     search.add_argument("--rpc-tracker", metavar="HOST:PORT",
                         help="TVM RPC tracker: measure candidates on the boards registered there")
     search.add_argument("--rpc-key", help="device key of the boards at the tracker (e.g. pi4)")
+    search.add_argument("--no-sensitivity", action="store_true",
+                        help="skip the per-layer sensitivity analysis that prunes catastrophic "
+                             "choices and seeds the search")
+    search.add_argument("--no-multi-fidelity", action="store_true",
+                        help="evaluate every candidate with its full training budget (default: "
+                             "a proxy with a quarter of it first, full only if promising)")
+    search.add_argument("--cost", choices=("measured", "predicted", "auto"), default="auto",
+                        help="target numbers: measured (host or --rpc-tracker board), predicted "
+                        "(calibrated cost model), auto (measure when reachable; default)")
+    search.add_argument("--workers", type=int, default=1,
+                        help="worker processes on this machine, this one included (default 1); "
+                        "other machines join with `autocompress worker`")
 
     commands.add_parser("targets", help="list the device profiles")
     techniques = commands.add_parser("techniques", help="list the compression techniques and "
                                      "their knobs (with --model: what that model offers)")
     techniques.add_argument("--model", help="also list this model's knobs and skipped layers")
     _add_device_commands(commands)
+    _add_worker_command(commands)
     _add_after_search_commands(commands)
     return parser
 
@@ -60,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("report", "plan", "export"):
             return {"report": _report, "plan": _plan, "export": _export}[args.command](
                 args, argv, console)
+        if args.command == "worker":
+            return _worker(args, console)
         return _search(args, argv, console)
     except KeyboardInterrupt:
         print("autocompress: interrupted; resume with --resume <run folder>", file=sys.stderr)
@@ -74,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         from .backends.tvm_rpc import RpcError
         from .units import UnitError
         from .workloads import WorkloadError
+        from .search.storage import StorageError
 
         if isinstance(err, (UnitError, ProfileError, WorkloadError, RunError, PlanError,
-                            InfeasibleError, ReportError, ExportError, RpcError, TvmError)):
+                            InfeasibleError, ReportError, ExportError, RpcError, TvmError,
+                            StorageError)):
             where = f" (run folder: {err.run_dir})" if isinstance(err, InfeasibleError) else ""
             print(f"autocompress: error: {err}{where}", file=sys.stderr)
             return EXIT_USAGE
@@ -94,7 +111,8 @@ def _search(args, argv, console: Console) -> int:
     progress = SearchProgress(console)
     if args.resume:
         result = api.resume(args.resume, progress=progress,
-                            trials=args.trials if "--trials" in argv else None)
+                            trials=args.trials if "--trials" in argv else None,
+                            n_workers=args.workers if "--workers" in argv else None)
     else:
         budget = Budget(
             max_size_bytes=parse_size(args.budget) if args.budget else None,
@@ -106,7 +124,9 @@ def _search(args, argv, console: Console) -> int:
             trials=args.trials, timeout_s=parse_time(args.timeout) if args.timeout else None,
             trial_timeout_s=parse_time(args.trial_timeout), seed=args.seed, out=args.out,
             storage=args.storage, command=["autocompress", *argv],
-            rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key)
+            rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
+            sensitivity=not args.no_sensitivity, multi_fidelity=not args.no_multi_fidelity, workers=args.workers,
+            cost=args.cost)
         if args.budget:
             console.print(f"budget: {args.budget} = {budget.max_size_bytes:,} bytes "
                           "(MB/KB/GB are powers of 10; MiB/KiB/GiB powers of 2)")
@@ -125,6 +145,9 @@ class SearchProgress:
         self.progress = None
         self.best = "none feasible yet"
 
+    def note(self, text: str) -> None:
+        self.console.print(text)
+
     def start(self, total: int, done: int) -> None:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
@@ -137,6 +160,7 @@ class SearchProgress:
 
     def __call__(self, study, trial) -> None:
         from .search.pareto import is_feasible
+        from .search.study import finished_count
         from .units import format_size
 
         if trial.values is not None and is_feasible(trial):
@@ -146,7 +170,8 @@ class SearchProgress:
                 self.best = (f"best feasible: quality {best.values[0]:.4f}, "
                              f"{format_size(best.values[2])}")
         if self.progress is not None:
-            self.progress.update(self.task, advance=1, best=self.best)
+            # every worker's trials count, not only this process's
+            self.progress.update(self.task, completed=finished_count(study), best=self.best)
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -343,6 +368,40 @@ def _rpc_server(args, console: Console) -> int:
             time.sleep(3600)
     finally:
         server.terminate()
+
+
+def _add_worker_command(commands) -> None:
+    worker = commands.add_parser("worker", help="join a running search from this machine: run "
+                                 "trials of its study until none is left")
+    worker.add_argument("--storage", default=os.environ.get("AUTOCOMPRESS_STORAGE"),
+                        help="the search's storage URL, e.g. postgresql://user@host/db "
+                        "(default: $AUTOCOMPRESS_STORAGE; a password is better kept in ~/.pgpass)")
+    worker.add_argument("--study", default="autocompress", help="study name (default autocompress)")
+    worker.add_argument("--threads", type=int, help="ONNX Runtime / torch threads (default: "
+                        "as a single search process)")
+    worker.add_argument("--seed", type=int, help="sampler seed (default: random)")
+
+
+def _worker(args, console: Console) -> int:
+    from .api import RunError
+    from .search.storage import redact
+    from .workers import join
+
+    if not args.storage:
+        raise RunError("worker needs --storage URL (or $AUTOCOMPRESS_STORAGE)")
+    if args.threads is not None and args.threads < 1:
+        raise RunError("--threads must be at least 1")
+
+    def done(study, trial) -> None:
+        reason = trial.user_attrs.get("fail_reason", "")
+        console.print(f"trial {trial.number}: {trial.state.name.lower()} {reason}".rstrip(),
+                      markup=False, highlight=False, soft_wrap=True)
+
+    console.print(f"worker pid {os.getpid()} joining study {args.study!r} at "
+                  f"{redact(args.storage)}", markup=False, highlight=False, soft_wrap=True)
+    ran = join(args.storage, args.study, args.threads, args.seed, [done])
+    console.print(f"no queued trial left; this worker ran {ran}")
+    return 0
 
 
 if __name__ == "__main__":

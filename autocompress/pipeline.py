@@ -6,6 +6,7 @@ The search layer calls :meth:`Evaluator.evaluate` and knows nothing of what is i
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -14,11 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .backends import ort_runner
-from .compression import exit_runtime
+from .compression import exit_runtime, fidelity
 from .compression.apply import apply_plan
 from .compression.plan import Plan
+from .cost_models.calibrated import CalibratedModel
+from .cost_models.calibration import CalibrationStore
 from .cost_models.layers import describe
-from .cost_models.roofline import RooflineModel
 from .device_profiles import DeviceProfile
 from .paths import cache_dir
 
@@ -42,6 +44,7 @@ class TrialMetrics:
     timings_s: dict = field(default_factory=dict)
     per_target: dict = field(default_factory=dict)   # profile name -> numbers (plan command)
     early_exit: dict | None = None   # exit rate and each path's latency (early-exit artifacts)
+    fidelity: str = "full"           # "proxy": training at a fraction of its budget (fidelity.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,23 +70,41 @@ class Evaluator:
     def __init__(self, workload, profile: DeviceProfile,
                  timing: ort_runner.TimingConfig = ort_runner.TimingConfig(),
                  artifact_root: Path | None = None, extra_profiles: tuple = (),
-                 device=None):
+                 device=None, cost: str = "auto"):
         self.device = device            # backends.tvm_rpc.RpcDevice: measure on the board
+        self.cost = cost                # measured | predicted | auto (see cost_models.active)
         self.workload = workload
         self.profile = profile
         self.timing = timing
-        self.cost_model = RooflineModel(profile)
+        # calibrated on this device; TVM on this machine is another device than ORT on it
+        store = "host-tvm" if profile.name == "host" and device is not None else profile.name
+        self.cost_model = CalibratedModel(profile, CalibrationStore.load(store))
+        self.host_model = self.cost_model if store == "host" else None
+        self.device_measured = 0        # candidates measured on the board in this process
         self.artifact_root = artifact_root or cache_dir() / "artifacts" / workload_key(workload)
         self.latency_shapes = {k: tuple(v.shape) for k, v in workload.example.items()}
         self.extra_profiles = tuple(extra_profiles)
+        self._extra_models = None       # their calibrated cost models, loaded on first use
 
     def artifact_path(self, plan: Plan) -> Path:
         return self.artifact_root / f"{plan.digest()}.onnx"
 
-    def evaluate(self, plan: Plan) -> TrialMetrics:
+    def evaluate(self, plan: Plan, proxy: bool = False) -> TrialMetrics:
+        """Build, measure and predict one plan. ``proxy``: a plan that trains is built with a
+        fraction of its training budget (compression/fidelity.py), into its own artifact;
+        a plan that trains nothing has one fidelity and is evaluated in full."""
+        proxy = proxy and fidelity.trains(plan)
+        with fidelity.proxy() if proxy else contextlib.nullcontext():
+            metrics = self._evaluate(plan, proxy)
+        metrics.fidelity = "proxy" if proxy else "full"
+        return metrics
+
+    def _evaluate(self, plan: Plan, proxy: bool) -> TrialMetrics:
         timings = {}
         start = time.perf_counter()
-        artifact = apply_plan(plan, self.workload, self.artifact_path(plan), timings=timings)
+        path = self.artifact_path(plan)
+        path = path.with_name(f"{path.stem}-proxy.onnx") if proxy else path
+        artifact = apply_plan(plan, self.workload, path, timings=timings)
         quality, latency, exits = self._quality_and_latency(artifact.path, timings)
         timings["latency"] -= time.perf_counter()
         peak_ram = ort_runner.measure_peak_ram(artifact.path, self.workload.example,
@@ -92,8 +113,11 @@ class Evaluator:
         timings["predict"] = -time.perf_counter()
         target = self._target_numbers(artifact.path, latency, peak_ram,
                                       exits.exit_rate if exits else None)
-        if self.device is not None:
+        self._calibrate_host(plan, artifact.path, latency, exits)
+        if self.device is not None and self._measure_on_device(target):
             self._device_numbers(artifact.path, target, timings)
+            if exits is None:   # an early exit's board time is one input's path, not the graph
+                self._calibrate_device(plan, target)
         timings["predict"] += time.perf_counter()
         timings["total"] = time.perf_counter() - start
         return TrialMetrics(plan.digest(), artifact.sha256, quality.value, quality.metric,
@@ -144,17 +168,52 @@ class Evaluator:
 
     def _target_numbers(self, path: Path, latency, peak_ram, exit_rate=None) -> dict:
         if exit_rate is None:
-            graph = describe(path, self.latency_shapes)
+            graph = self._graph = describe(path, self.latency_shapes)
             prediction = self.cost_model.predict(graph)
         else:   # early exit: each path predicted, weighted by the measured exit rate
             graph, prediction = exit_runtime.expected_prediction(self.cost_model, path,
                                                                  self.latency_shapes, exit_rate)
-        numbers = profile_numbers(self.profile, prediction, latency, peak_ram)
+        numbers = profile_numbers(self.profile, prediction, latency, peak_ram,
+                                  measured_host=self.cost != "predicted",
+                                  model=self.cost_model)
         numbers["macs"] = graph.macs
         if exit_rate is not None and self.profile.name == "host":
             numbers["provenance"]["latency_s"]["method"] = \
                 "expected over the evaluation inputs (see early_exit)"
         return numbers
+
+    def _calibrate_host(self, plan: Plan, path: Path, latency, exits) -> None:
+        """Every host latency measurement joins the host's calibration (early-exit artifacts
+        excepted: their latency is an expectation over inputs, not one graph's)."""
+        if exits is not None:
+            return
+        if self.host_model is None:
+            from .device_profiles import resolve_target
+
+            self.host_model = CalibratedModel.for_device(resolve_target("host"))
+        self.host_model.observe(self._graph,
+                                f"{self.workload.name}:{plan.digest()}", latency.median_s,
+                                None, f"host {ort_runner.RUNTIME}, {self.timing.threads} threads")
+
+    def _measure_on_device(self, numbers: dict) -> bool:
+        """--cost auto with a board attached: measure the first few candidates and those the
+        model is least sure of, predict the rest; the decision and its reason are recorded."""
+        from .cost_models.active import decide
+
+        measure, reason = decide(self.cost, self.device_measured,
+                                 numbers["provenance"]["latency_s"], numbers.get("uncertainty"))
+        numbers["cost_decision"] = {"measured_on_device": measure, "reason": reason}
+        self.device_measured += measure
+        return measure
+
+    def _calibrate_device(self, plan: Plan, numbers: dict) -> None:
+        """A board measurement joins that device's calibration (latency, and RAM if reported)."""
+        prov = numbers["provenance"]
+        ram = numbers["peak_ram_bytes"] if prov["peak_ram_bytes"]["kind"] == "measured" else None
+        where = prov["latency_s"]
+        self.cost_model.observe(self._graph, f"{self.workload.name}:{plan.digest()}",
+                                numbers["latency_s"], ram, f"board {where.get('board')} via "
+                                f"{where.get('rpc')}, {where.get('runtime')}")
 
     def _device_numbers(self, path: Path, numbers: dict, timings: dict) -> None:
         """Replace predictions with what the board measured: the candidate compiled by TVM for
@@ -189,8 +248,11 @@ class Evaluator:
         """Every extra profile's numbers for one artifact (quality and size are device-free)."""
         if not self.extra_profiles:
             return {}
+        if self._extra_models is None:
+            self._extra_models = {p.name: CalibratedModel.for_device(p)
+                                  for p in self.extra_profiles}
         return per_target_numbers(describe(path, self.latency_shapes), self.extra_profiles,
-                                  latency, peak_ram)
+                                  latency, peak_ram, self._extra_models)
 
     def export_artifact(self, plan: Plan, destination: Path) -> Path:
         """Copy a plan's cached artifact into a run folder (rebuilding it if the cache was cleared)."""
@@ -214,22 +276,38 @@ def workload_key(workload) -> str:
     return f"{workload.name.replace('/', '_').replace(':', '_')}-{digest.hexdigest()[:12]}"
 
 
-def per_target_numbers(graph, profiles, latency, peak_ram) -> dict:
-    """Roofline latency / energy / RAM per profile; host latency and RAM are the measured ones."""
-    return {profile.name: profile_numbers(profile, RooflineModel(profile).predict(graph),
-                                          latency, peak_ram) for profile in profiles}
+def per_target_numbers(graph, profiles, latency, peak_ram, models: dict | None = None) -> dict:
+    """Cost-model latency / energy / RAM per profile (each calibrated on its own device where
+    measurements exist); host latency and RAM are the measured ones."""
+    models = models or {}
+    out = {}
+    for profile in profiles:
+        model = models.get(profile.name) or CalibratedModel.for_device(profile)
+        out[profile.name] = profile_numbers(profile, model.predict(graph), latency, peak_ram,
+                                            model=model)
+    return out
 
 
-def profile_numbers(profile: DeviceProfile, prediction, latency, peak_ram) -> dict:
-    """One profile's latency / energy / RAM with provenance: the cost model's prediction, or
-    for ``host`` the ONNX Runtime measurements of this trial."""
+def profile_numbers(profile: DeviceProfile, prediction, latency, peak_ram,
+                    measured_host: bool = True, model=None) -> dict:
+    """One profile's latency / energy / RAM with provenance: the cost model's prediction
+    (model name and its calibration error on this device, per objective), or for ``host``
+    the ONNX Runtime measurements of this trial unless ``measured_host`` is False
+    (``--cost predicted``)."""
     predicted = {"kind": "predicted", "model": prediction.model, "device": profile.name,
                  "calibration_error": prediction.calibration_error}
+    ram_model, ram_error = model.ram_provenance() if model is not None else (prediction.model, None)
+    energy = {**predicted, "model": f"energy-horowitz45nm-scaled + {prediction.model} latency",
+              "calibration_error": None,
+              "method": "per-MAC and per-DRAM-byte energy by data type + idle power x latency; "
+                        "no energy measurement to calibrate against"}
     numbers = {"latency_s": prediction.latency_s, "energy_j": prediction.energy_j,
                "peak_ram_bytes": prediction.peak_ram_bytes,
-               "provenance": {"latency_s": predicted, "energy_j": predicted,
-                              "peak_ram_bytes": predicted}}
-    if profile.name == "host":
+               "uncertainty": prediction.uncertainty,
+               "provenance": {"latency_s": predicted, "energy_j": energy,
+                              "peak_ram_bytes": {**predicted, "model": ram_model,
+                                                 "calibration_error": ram_error}}}
+    if profile.name == "host" and measured_host:
         numbers["latency_s"] = latency.median_s
         numbers["provenance"]["latency_s"] = {"kind": "measured", "device": "host",
                                               **latency.to_dict()}

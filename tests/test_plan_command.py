@@ -23,9 +23,9 @@ def planned(tmp_path_factory):
     calls, attempts = [], []
     real = pipeline.Evaluator.evaluate
 
-    def spy(self, plan_):
-        attempts.append(plan_.digest())
-        metrics = real(self, plan_)
+    def spy(self, plan_, proxy=False):
+        metrics = real(self, plan_, proxy=proxy)
+        attempts.append((plan_.digest(), metrics.fidelity))
         calls.append((self.artifact_path(plan_), self.latency_shapes, metrics))
         return metrics
 
@@ -46,8 +46,10 @@ def test_one_evaluation_per_candidate_serves_every_target(planned):
     result, calls, study, attempts = planned
     evaluated = [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.FAIL)
                  and not t.user_attrs.get("reused_from_cache")]
-    assert len(attempts) == len(evaluated) <= 6, "quality measured once per plan, not per target"
-    assert len({m.plan_digest for _, _, m in calls}) == len(calls)
+    # once per plan (twice for a promoted proxy: proxy then full), never once per target
+    assert len({digest for digest, _ in attempts}) == len(evaluated) <= 6
+    assert len(set(attempts)) == len(attempts)
+    assert len({(m.plan_digest, m.fidelity) for _, _, m in calls}) == len(calls)
     for _, _, metrics in calls:
         assert sorted(metrics.per_target) == known_targets()
     assert [r["target"] for r in result.rows] == known_targets()

@@ -50,12 +50,17 @@ def test_host_target_reports_measured_latency(tmp_path):
         assert p["provenance"]["latency_s"]["repeats"] >= 10
 
 
-def _finished(storage: str) -> list:
-    try:
-        study = optuna.load_study(study_name="autocompress", storage=storage)
-    except Exception:
-        return []
-    return [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+def _finished(storage: str, attempts: int = 5) -> list:
+    """Finished trials; a study not created yet, or a database the search holds locked for a
+    moment, reads as none after a few tries."""
+    for _ in range(attempts):
+        try:
+            study = optuna.load_study(study_name="autocompress", storage=storage)
+            return [t for t in study.get_trials()
+                    if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+        except Exception:
+            time.sleep(0.3)
+    return []
 
 
 def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):
@@ -94,11 +99,11 @@ def test_failing_candidate_is_recorded_and_the_search_goes_on(tmp_path, monkeypa
     real = pipeline.Evaluator.evaluate
     calls = {"n": 0}
 
-    def flaky(self, plan):
+    def flaky(self, plan, proxy=False):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("simulated crash inside the candidate")
-        return real(self, plan)
+        return real(self, plan, proxy=proxy)
 
     monkeypatch.setattr(pipeline.Evaluator, "evaluate", flaky)
     config = api.SearchConfig(model=TINY, target="host", trials=4, out=str(tmp_path / "run"))

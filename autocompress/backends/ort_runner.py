@@ -23,7 +23,9 @@ class TimingConfig:
 
     warmup: int = 5
     repeat: int = 30
-    threads: int = 2
+    threads: int = int(os.environ.get("AUTOCOMPRESS_THREADS", "2"))
+    """ONNX Runtime intra-op threads; ``AUTOCOMPRESS_THREADS`` sets it (benchmarks running
+    two searches side by side on 2 cores give each one thread)."""
 
 
 @dataclass(frozen=True)

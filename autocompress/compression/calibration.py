@@ -22,6 +22,8 @@ from typing import Sequence
 
 import onnx
 
+from . import fidelity
+
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 PERCENTILE = 99.99
 HISTOGRAM_BINS = 2048
@@ -45,7 +47,8 @@ def quantize_static_nodes(model: onnx.ModelProto, node_names: Sequence[str], met
     if not batches:
         raise ValueError("static quantization needs calibration batches; the workload has none")
     inputs = {i.name for i in model.graph.input}
-    feeds = [{k: v for k, v in b.items() if k in inputs} for b in batches[:MAX_BATCHES]]
+    feeds = [{k: v for k, v in b.items() if k in inputs}
+             for b in batches[:fidelity.steps(MAX_BATCHES)]]
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
         cache = os.path.join(tmp, "ranges.json")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .knobs import Knob
+from . import fidelity
 from .plan import DISTILL_STEPS, WHOLE_MODEL
 
 TECHNIQUE = "knowledge distillation"
@@ -99,6 +100,7 @@ def distill(student: nn.Module, workload, steps: int) -> list[float]:
     Never makes things worse on the calibration data: if the mean calibration loss did not
     drop (a student that already matches its teacher only drifts), the weights are restored.
     """
+    steps = fidelity.steps(steps)
     if steps <= 0:
         return []
     params = _trainable(student)

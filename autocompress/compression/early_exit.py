@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from . import distill
+from . import distill, fidelity
 from .plan import EXIT_AFTER, EXIT_THRESHOLD, Plan
 from .quantize import to_opset
 
@@ -239,7 +239,7 @@ def _train_heads(prefix, model, heads, batches, n_crossing, mask_index, kind, se
         torch.manual_seed(seed)
         for head, pooled in zip(heads, feats):
             optimizer = torch.optim.Adam(head.parameters(), lr=HEAD_LR)
-            for step in range(HEAD_STEPS):
+            for step in range(fidelity.steps(HEAD_STEPS)):
                 i = step % len(batches)
                 y = head.linear(pooled[i])
                 y = F.normalize(y, p=2.0, dim=-1) if head.normalize else y

@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from . import fidelity
 from .decompose import MIN_SAVED_PER_LAYER
 from .distill import deterministic
 from .knobs import Knob, Skip
@@ -154,7 +155,7 @@ def replace_modules(model: nn.Module, choices: dict[str, str], batches, steps: i
     for unit in units:
         old = model.get_submodule(unit)
         new = substitute(old, choices[unit])
-        fit_locally(new, old, inputs[unit], steps)
+        fit_locally(new, old, inputs[unit], fidelity.steps(steps))
         parent_name, _, attr = unit.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
 

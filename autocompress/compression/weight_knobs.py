@@ -17,6 +17,9 @@ from .weight_storage import NO_CALIBRATION
 
 QUANT_CHOICES = ("float", "w8", "w4", "w8a8", "w16", "w3", "w2")
 EMBEDDING_QUANT_CHOICES = ("float", "w8", "w16", "w4", "w3", "w2")   # gathered rows: no int8 matmul
+MATMUL_ONLY_CHOICES = ("w8a8c",)
+"""Per-column weight scales with dynamic int8 activations: ORT's MatMulInteger takes them;
+its ConvInteger does not, so convolutions are not offered it."""
 LOW_BITS = ("w3", "w2")
 MIN_PACKED_WEIGHTS = 1024
 """Below this many weights, 2/3-bit packing, pruning and clustering save under ~3 KB."""
@@ -31,6 +34,8 @@ def layer_weight_knobs(unit: str, kind: str, shape: Sequence[int], groups: int =
 
     n = prod(shape)
     quant = EMBEDDING_QUANT_CHOICES if kind == "gather" else QUANT_CHOICES
+    if kind == "matmul":
+        quant = quant + MATMUL_ONLY_CHOICES
     skips = []
     if n < MIN_PACKED_WEIGHTS:
         quant = tuple(c for c in quant if c not in LOW_BITS)

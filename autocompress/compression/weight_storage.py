@@ -33,9 +33,11 @@ from . import packing
 from .clustering import kmeans_1d
 from .sparsity import magnitude_prune
 
-INT_BITS = {"w8": 8, "w4": 4, "w3": 3, "w2": 2, "w8a8": 8}
+INT_BITS = {"w8": 8, "w4": 4, "w3": 3, "w2": 2, "w8a8": 8, "w8a8c": 8}
 BLOCK_SIZES = (64, 32, 16)    # rows of a MatMul weight sharing one scale in packed storage
 NO_CALIBRATION = "none"
+DYNAMIC_INT8 = {"w8a8": "dynamic", "w8a8c": "dynamic-channel"}
+"""ORT's dynamic int8 kernels: one weight scale per tensor, or one per output column."""
 MASK_GRAPH_BYTES = 1024
 """A sparse store (1-bit mask + kept entries) must beat the dense one by this much, the
 size of its scatter graph; else pruned weights are stored dense (zeros as ordinary values)."""
@@ -90,7 +92,7 @@ def compress_weights(model: onnx.ModelProto, plans: Mapping[str, WeightPlan],
             mask = _worth_mask(mask, _entry_bits(mode, plan))
         if mode == "static":
             _store_static(model.graph, inits, name, static[name], mask, kind)
-        elif mode == "dynamic":
+        elif mode in DYNAMIC_INT8.values():
             _store_int8_sparse(model.graph, inits, name + "_quantized", mask)
         elif mode == "clusters":
             _replace(model.graph, inits[name], packing.encode(
@@ -131,8 +133,8 @@ def _mode(plan: WeightPlan, kind: str, calibration: str) -> str:
     sparse = plan.sparsity > 0
     if plan.quant in INT_BITS and calibration != NO_CALIBRATION and kind != "gather":
         return "static"
-    if plan.quant == "w8a8":
-        return "dynamic" if kind != "gather" else "packed"
+    if plan.quant in DYNAMIC_INT8:
+        return DYNAMIC_INT8[plan.quant] if kind != "gather" else "packed"
     if plan.quant == "w16":
         return "fp16"
     if plan.quant in ("w8", "w4") and not sparse and (kind != "gather" or plan.quant == "w8"):
@@ -179,15 +181,17 @@ def _run_ort_quantizers(model, todo, modes, calibration, batches) -> onnx.ModelP
         return sorted({n.name for n in model.graph.node for w, m in modes.items()
                        if m == mode and w in n.input and n.op_type in ("MatMul", "Conv")})
 
-    static_nodes, dynamic_nodes = nodes_of("static"), nodes_of("dynamic")
+    static_nodes = nodes_of("static")
     if static_nodes:
         from .calibration import quantize_static_nodes
 
         model = quantize_static_nodes(model, static_nodes, calibration, batches)
-    if dynamic_nodes:
-        from .quantize import _quantize_dynamic
+    for mode, per_channel in (("dynamic", False), ("dynamic-channel", True)):
+        dynamic_nodes = nodes_of(mode)
+        if dynamic_nodes:
+            from .quantize import _quantize_dynamic
 
-        model = _quantize_dynamic(model, dynamic_nodes)
+            model = _quantize_dynamic(model, dynamic_nodes, per_channel)
     return model
 
 

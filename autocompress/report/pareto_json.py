@@ -35,6 +35,7 @@ def point(trial, artifact: str | None) -> dict:
         "host_latency_s": host["median_s"],
         "host_peak_ram_bytes": m["host_peak_ram_bytes"],
         "early_exit": m.get("early_exit"),   # exit rate, per-path latency (None: no exit)
+        "cost_decision": target.get("cost_decision"),   # board attached: measured or predicted, why
         "constraints": dict(trial.constraints),
         "provenance": {
             "quality": {"kind": "measured", "device": "host", "runtime": host["runtime"],
@@ -47,6 +48,20 @@ def point(trial, artifact: str | None) -> dict:
         },
         "timings_s": m.get("timings_s", {}),
     }
+
+
+def point_on_target(trial, artifact: str | None, target: str, constraints: dict) -> dict:
+    """One trial as a point of another target's front (multi-target search): quality and
+    size are the same, latency / energy / RAM are that target's, with their provenance."""
+    numbers = trial.user_attrs["metrics"]["per_target"][target]
+    out = point(trial, artifact)
+    for key in ("latency_s", "peak_ram_bytes", "energy_j"):
+        out[key] = numbers[key]
+        out["provenance"][key] = numbers["provenance"][key]
+    out["macs"] = numbers.get("macs", out["macs"])
+    out["constraints"] = dict(constraints)
+    out["target"] = target
+    return out
 
 
 def write_json_atomic(path: Path, document: dict) -> None:

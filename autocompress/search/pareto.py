@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -13,21 +14,29 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return all(v <= 0 for v in trial.constraints.values())
 
 
-def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
-    signs = [1 if d == "maximize" else -1 for _, d in OBJECTIVES]
-    better_or_equal = all(s * x >= s * y for s, x, y in zip(signs, a.values, b.values))
-    return better_or_equal and any(s * x > s * y for s, x, y in zip(signs, a.values, b.values))
-
-
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """Feasible, non-dominated trials, one per distinct plan, best quality first."""
     feasible = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if is_feasible(t)]
-    unique: dict[str, FrozenTrial] = {}
-    for trial in feasible:
+    return non_dominated(feasible, lambda t: t.values)
+
+
+def non_dominated(trials: Sequence, values: Callable) -> list:
+    """The trials no other dominates on ``values(trial)`` (objective order of OBJECTIVES),
+    one per distinct plan, best quality first. Serves the study's own objectives and the
+    per-target fronts of a multi-target search."""
+    unique: dict[str, object] = {}
+    for trial in trials:
         unique.setdefault(trial.user_attrs.get("plan_digest", str(trial.number)), trial)
-    points = list(unique.values())
-    kept = [t for t in points if not any(_dominates(o, t) for o in points if o is not t)]
-    return sorted(kept, key=lambda t: (-t.values[0], t.values[2]))
+    points = [(t, tuple(values(t))) for t in unique.values()]
+    kept = [(t, v) for t, v in points
+            if not any(_dominates_values(o, v) for _, o in points if o is not v)]
+    return [t for t, v in sorted(kept, key=lambda tv: (-tv[1][0], tv[1][2]))]
+
+
+def _dominates_values(a: Sequence[float], b: Sequence[float]) -> bool:
+    signs = [1 if d == "maximize" else -1 for _, d in OBJECTIVES]
+    better_or_equal = all(s * x >= s * y for s, x, y in zip(signs, a, b))
+    return better_or_equal and any(s * x > s * y for s, x, y in zip(signs, a, b))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def params_to_plan(params: dict, knobs: Sequence[Knob]) -> Plan:
     return Plan(units)
 
 
-ANCHOR_QUANT = ("w8a8", "w4", "w8")
+ANCHOR_QUANT = ("w8a8c", "w8a8", "w4", "w8")
 """Uniform quantization settings enqueued as anchors (low-risk, large wins)."""
 
 

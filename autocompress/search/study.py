@@ -16,8 +16,11 @@ import optuna
 from optuna.trial import TrialState
 
 from ..compression.knobs import Knob
+from .fidelity import PROXY_QUALITY, promising
 from .objectives import OBJECTIVES, Budget
+from .queue import fill as fill_queue
 from .space import anchor_params, suggest_plan
+from .storage import fail_stale, is_heartbeat_enabled, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -28,27 +31,51 @@ class TrialTimeout(Exception):
     """A candidate that ran past the per-trial time limit."""
 
 
-def make_sampler(seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
-    """Multi-objective TPE; it reads the constraints each trial sets (Optuna >= 5)."""
+SAMPLERS = ("tpe", "random", "nsga2")
+
+
+def make_sampler(seed: int, n_trials: int, kind: str = "tpe") -> optuna.samplers.BaseSampler:
+    """Multi-objective TPE (ours); it reads the constraints each trial sets (Optuna >= 5).
+    ``random`` and ``nsga2`` (Optuna's defaults) are the baselines benchmarks compare with."""
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True,
                                       n_startup_trials=max(3, min(10, n_trials // 3)))
 
 
 def open_study(storage: str, study_name: str, seed: int, n_trials: int,
-               knobs: Sequence[Knob]) -> optuna.Study:
-    """Create the study (with anchor plans enqueued) or load it to resume."""
+               knobs: Sequence[Knob], seeds: Sequence[dict] = (), sampler: str = "tpe",
+               anchors: bool = True) -> optuna.Study:
+    """Create the study (with anchor plans enqueued) or load it to resume; either way its
+    queue then holds ``n_trials`` trials in all (search/queue.py)."""
+    storage = open_storage(storage) if isinstance(storage, str) else storage
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     study = optuna.create_study(
         storage=storage, study_name=study_name, load_if_exists=True,
-        sampler=make_sampler(seed, n_trials), directions=[d for _, d in OBJECTIVES])
-    if study_name not in existing:
-        for params in anchor_params(knobs)[:max(1, n_trials)]:
+        sampler=make_sampler(seed, n_trials, sampler), directions=[d for _, d in OBJECTIVES])
+    if study_name not in existing and anchors:
+        for params in enqueue_order(anchor_params(knobs), seeds, n_trials):
             study.enqueue_trial(params, skip_if_exists=True)
+    fill_queue(study, n_trials)
     return study
 
 
+def enqueue_order(anchors: list[dict], seeds: Sequence[dict], n_trials: int) -> list[dict]:
+    """Anchors (identity, most compressed, uniform w8a8 first) then sensitivity seeds, the
+    remaining uniform anchors last; a third of the trials is always left to the sampler."""
+    ordered = anchors[:2] + anchors[2:3] + list(seeds) + anchors[3:]
+    unique = [a for i, a in enumerate(ordered) if a not in ordered[:i]]
+    return unique[:max(1, n_trials - n_trials // 3)]
+
+
 def mark_interrupted(study: optuna.Study) -> int:
-    """Trials left RUNNING by a killed search become FAIL ("interrupted"); returns how many."""
+    """Trials left RUNNING by a killed search become FAIL ("interrupted"); returns how many.
+    With heartbeats (search/storage.py) only those whose worker is gone: a live worker's
+    trial on another machine, or in another process here, keeps running."""
+    if is_heartbeat_enabled(study._storage):
+        return fail_stale(study)
     stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
     for trial in stale:
         study._storage.set_trial_user_attr(trial._trial_id, "fail_reason",
@@ -63,8 +90,10 @@ def finished_count(study: optuna.Study) -> int:
 
 def run_trials(study: optuna.Study, knobs: Sequence[Knob], evaluate: Callable, budget: Budget,
                n_trials: int, timeout_s: float | None = None, trial_timeout_s: float | None = None,
-               callbacks: Sequence[Callable] = ()) -> None:
-    """Run until the study holds ``n_trials`` finished trials (or ``timeout_s`` passes)."""
+               callbacks: Sequence[Callable] = (), multi_fidelity: bool = False) -> None:
+    """Run until the study holds ``n_trials`` finished trials (or ``timeout_s`` passes).
+    ``multi_fidelity``: ``evaluate(plan, proxy=True)`` first, full evaluation only for
+    promising proxies (search/fidelity.py)."""
     cache = _metrics_cache(study)
     remaining = n_trials - finished_count(study)
     if remaining <= 0:
@@ -78,7 +107,8 @@ def run_trials(study: optuna.Study, knobs: Sequence[Knob], evaluate: Callable, b
             metrics = cache.get(plan.digest())
             if metrics is None:
                 with time_limit(trial_timeout_s):
-                    metrics = evaluate(plan)
+                    metrics = (_two_stage(trial, study, plan, evaluate, budget)
+                               if multi_fidelity else evaluate(plan))
                 cache[plan.digest()] = metrics
             else:
                 trial.set_user_attr("reused_from_cache", True)
@@ -94,6 +124,20 @@ def run_trials(study: optuna.Study, knobs: Sequence[Knob], evaluate: Callable, b
 
     study.optimize(objective, n_trials=remaining, timeout=timeout_s, catch=(Exception,),
                    callbacks=list(callbacks), gc_after_trial=False)
+
+
+def _two_stage(trial, study, plan, evaluate: Callable, budget: Budget):
+    """Proxy first; the full evaluation only if the proxy is promising."""
+    proxy = evaluate(plan, proxy=True)
+    if proxy.fidelity != "proxy":
+        return proxy            # nothing to scale: the proxy was the full evaluation
+    promote, why = promising(proxy, study.get_trials(deepcopy=False), budget)
+    trial.set_user_attr("promotion", {"promoted": promote, "reason": why,
+                                      "proxy_seconds": proxy.timings_s.get("total")})
+    if not promote:
+        return proxy
+    trial.set_user_attr(PROXY_QUALITY, proxy.quality)
+    return evaluate(plan)
 
 
 def _metrics_cache(study: optuna.Study) -> dict:

@@ -1,0 +1,55 @@
+"""Multi-fidelity: which proxy-evaluated candidates earn a full evaluation.
+
+A plan that trains (distillation, replaced modules, exit heads, static calibration) is first
+built with a fraction of its training budget. Size and latency of the proxy are the final
+ones (same graph); only quality is an underestimate. The proxy is promoted to a full
+evaluation unless it could not matter even if full training raised its quality by
+``margin``: it breaks a size/latency/energy limit, cannot reach the minimum quality, or a
+fully evaluated feasible trial dominates it. ``margin`` learns from the promotions so far
+(largest observed gain, full minus proxy quality), never below ``MARGIN_FLOOR`` of the best
+quality seen. A dominated proxy stays dominated, so it can never reach the final front.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from optuna.trial import FrozenTrial, TrialState
+
+from .objectives import OBJECTIVES, Budget
+
+MARGIN_FLOOR = 0.05
+PROXY_QUALITY = "proxy_quality"     # trial user attr: the proxy's quality of a promoted trial
+
+
+def margin(trials: Sequence[FrozenTrial]) -> float:
+    done = [t for t in trials if t.state == TrialState.COMPLETE and "metrics" in t.user_attrs]
+    best = max((abs(t.user_attrs["metrics"]["quality"]) for t in done), default=1.0)
+    gains = [t.user_attrs["metrics"]["quality"] - t.user_attrs[PROXY_QUALITY]
+             for t in done if PROXY_QUALITY in t.user_attrs]
+    return max([MARGIN_FLOOR * best, *gains])
+
+
+def promising(metrics, trials: Sequence[FrozenTrial], budget: Budget) -> tuple[bool, str]:
+    """(promote?, why) for a proxy-evaluated candidate against the study's trials so far."""
+    gain = margin(trials)
+    hard = {k: v for k, v in budget.violations(metrics).items() if k != "quality"}
+    if any(v > 0 for v in hard.values()):
+        return False, f"breaks {', '.join(k for k, v in hard.items() if v > 0)} (exact at proxy)"
+    optimistic = metrics.quality + gain
+    if budget.min_quality is not None and optimistic < budget.min_quality:
+        return False, f"proxy quality + margin {gain:.4f} stays below the minimum"
+    values = (optimistic, metrics.objective("latency_s"), metrics.objective("size_bytes"))
+    for t in trials:
+        if (t.state != TrialState.COMPLETE or t.values is None
+                or t.user_attrs.get("metrics", {}).get("fidelity", "full") != "full"
+                or any(v > 0 for v in t.constraints.values())):
+            continue
+        if _dominates(t.values, values):
+            return False, f"trial {t.number} dominates it even with a quality margin of {gain:.4f}"
+    return True, f"non-dominated with a quality margin of {gain:.4f}"
+
+
+def _dominates(a, b) -> bool:
+    signs = [1 if d == "maximize" else -1 for _, d in OBJECTIVES]
+    return (all(s * x >= s * y for s, x, y in zip(signs, a, b))
+            and any(s * x > s * y for s, x, y in zip(signs, a, b)))

@@ -1,0 +1,102 @@
+"""Sensitivity shapes the search: catastrophic choices leave the space, greedy seeds enter it.
+
+Input is plain data (knobs, each choice's measured quality drop and estimated bytes saved;
+see ``autocompress.sensitivity``), so this module knows nothing of models.
+
+- **Shaping**: a choice that alone costs more than ``CATASTROPHIC`` of the baseline quality
+  is removed from its knob (e.g. a 1x1 conv at half rank taking a CNN to chance). The first
+  choice ("leave as is") always stays.
+- **Seeding**: for a ladder of total quality-drop allowances, a greedy multiple-choice
+  knapsack picks per unit the choices with the most bytes saved per quality lost, assuming
+  drops add up. Two ladders: "size" (any choice) and "speed" (compute layers only get int8
+  compute, ``w8a8``, or stay float; no weight format that is rebuilt to float at run time).
+  The seeds are enqueued after the fixed anchors, so the sampler starts from good points.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Sequence
+
+from ..compression.knobs import Knob
+
+CATASTROPHIC = 0.25
+"""A choice whose drop alone exceeds this fraction of the baseline quality is removed."""
+
+LADDER = (0.002, 0.005, 0.01, 0.02, 0.05)
+"""Total quality-drop allowances of the seed plans, as fractions of the baseline quality."""
+
+WEIGHT_KNOBS = ("quant", "sparsity", "clusters")
+FAST_QUANT = ("float", "w8a8", "w8a8c")
+
+DropFn = Callable[[Knob, object], "float | None"]
+SavedFn = Callable[[Knob, object], "float | None"]
+
+
+def shape(knobs: Sequence[Knob], drop: DropFn, base_quality: float) -> list[Knob]:
+    """Knobs without their catastrophic choices (a knob left with one choice is dropped)."""
+    limit = CATASTROPHIC * abs(base_quality)
+    out = []
+    for knob in knobs:
+        kept = tuple(c for i, c in enumerate(knob.choices)
+                     if i == 0 or (drop(knob, c) is None or drop(knob, c) <= limit))
+        if len(kept) > 1:
+            out.append(replace(knob, choices=kept))
+    return out
+
+
+def seed_params(knobs: Sequence[Knob], drop: DropFn, saved: SavedFn,
+                base_quality: float) -> list[dict]:
+    """Greedy seed plans (Optuna params) along both ladders, smallest allowance first."""
+    seeds = []
+    for speed in (False, True):
+        for fraction in LADDER:
+            params = _greedy(knobs, drop, saved, fraction * abs(base_quality), speed)
+            if params not in seeds:
+                seeds.append(params)
+    return seeds
+
+
+def _allowed(knob: Knob, choice, speed: bool, fast_units: set[str]) -> bool:
+    if not speed or knob.unit not in fast_units:
+        return True
+    if knob.name == "quant":
+        return choice in FAST_QUANT
+    return knob.name not in WEIGHT_KNOBS     # sparsity / clusters are rebuilt to float
+
+
+def _greedy(knobs: Sequence[Knob], drop: DropFn, saved: SavedFn, allowance: float,
+            speed: bool) -> dict:
+    """Multiple-choice knapsack by best saving per unit of drop; one weight choice and one
+    structural choice per unit (their savings do not simply add on the same layer)."""
+    fast_units = {k.unit for k in knobs if k.name == "quant" and "w8a8" in k.choices}
+    options: dict[tuple[str, str], list[tuple[Knob, object, float, float]]] = {}
+    for knob in knobs:
+        group = (knob.unit, "weight" if knob.name in WEIGHT_KNOBS else "structure")
+        for choice in knob.choices[1:]:
+            d, s = drop(knob, choice), saved(knob, choice)
+            if d is None or s is None or s <= 0 or not _allowed(knob, choice, speed, fast_units):
+                continue
+            options.setdefault(group, []).append((knob, choice, max(d, 0.0), s))
+    chosen: dict[tuple[str, str], tuple[Knob, object, float, float]] = {}
+    spent = 0.0
+    while True:
+        best, best_ratio = None, 0.0
+        for group, opts in options.items():
+            cur = chosen.get(group)
+            cur_d, cur_s = (cur[2], cur[3]) if cur else (0.0, 0.0)
+            for opt in opts:
+                extra_d, extra_s = opt[2] - cur_d, opt[3] - cur_s
+                if extra_s <= 0 or spent + extra_d > allowance:
+                    continue
+                ratio = extra_s / max(extra_d, 1e-9)
+                if ratio > best_ratio:
+                    best, best_ratio = (group, opt, extra_d), ratio
+        if best is None:
+            break
+        group, opt, extra_d = best
+        chosen[group] = opt
+        spent += extra_d
+    params = {k.key: k.choices[0] for k in knobs}
+    for knob, choice, _, _ in chosen.values():
+        params[knob.key] = choice
+    return params

@@ -1,0 +1,218 @@
+"""Search quality machinery: hypervolume, sensitivity shaping and seeding, multi-fidelity
+promotion, one front per target."""
+import json
+
+import numpy as np
+import optuna
+import pytest
+
+from autocompress import api, sensitivity
+from autocompress.compression import fidelity as build_fidelity
+from autocompress.compression.knobs import Knob
+from autocompress.compression.plan import Plan
+from autocompress.device_profiles import resolve_target
+from autocompress.pipeline import Evaluator
+from autocompress.search import hypervolume, seeding
+from autocompress.search.objectives import Budget
+from autocompress.search.study import enqueue_order
+
+TINY = "tests.tiny_workload:make_workload"
+
+
+# --------------------------------------------------------------------------- hypervolume
+
+
+def test_hypervolume_of_hand_computable_points():
+    scale = hypervolume.Scale(quality=0.8, latency_s=2e-3, size_bytes=1000)
+    # relative (1.0, 0.5, 0.5) against reference (0.5, 10, 1): 0.5 * 9.5 * 0.5
+    assert hypervolume.hypervolume([(0.8, 1e-3, 500)], scale) == pytest.approx(2.375)
+    # a second point adds the box (0.75-0.5) x (10-0.25) x (1-0.25) minus the overlap
+    two = hypervolume.hypervolume([(0.8, 1e-3, 500), (0.6, 0.5e-3, 250)], scale)
+    overlap = (0.75 - 0.5) * (10 - 0.5) * (1 - 0.5)
+    assert two == pytest.approx(2.375 + 0.25 * 9.75 * 0.75 - overlap)
+    # outside the reference box (bigger than the original): contributes nothing
+    assert hypervolume.hypervolume([(0.8, 1e-3, 1500)], scale) == 0.0
+
+
+def test_hypervolume_history_is_cumulative():
+    scale = hypervolume.Scale(1.0, 1.0, 1.0)
+    points = [(1.0, 1.0, 0.5), None, (0.4, 0.1, 0.1), (1.0, 0.5, 0.5), (0.9, 0.9, 0.9)]
+    history = hypervolume.history(points, scale)
+    assert history == [pytest.approx(v) for v in (2.25, 2.25, 2.25, 2.375, 2.375)]
+    assert history[-1] == pytest.approx(hypervolume.hypervolume([p for p in points if p], scale))
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+def _knobs():
+    return [Knob("a", "quant", ("float", "w8", "w8a8", "w4"), "quantization"),
+            Knob("b", "quant", ("float", "w8", "w8a8", "w4"), "quantization"),
+            Knob("a", "rank_ratio", (1.0, 0.5, 0.25), "low-rank"),
+            Knob("emb", "quant", ("float", "w8"), "quantization")]
+
+
+DROPS = {"a:quant": {"w8": 0.0, "w8a8": 0.02, "w4": 0.01},
+         "b:quant": {"w8": 0.0, "w8a8": 0.001, "w4": 0.3},
+         "a:rank_ratio": {0.5: 0.004, 0.25: 0.5},
+         "emb:quant": {"w8": 0.0}}
+SAVED = {"a:quant": {"w8": 300, "w8a8": 300, "w4": 350},
+         "b:quant": {"w8": 30, "w8a8": 30, "w4": 35},
+         "a:rank_ratio": {0.5: 200, 0.25: 300},
+         "emb:quant": {"w8": 3000}}
+
+
+def _drop(knob, choice):
+    return 0.0 if choice == knob.choices[0] else DROPS[knob.key].get(choice)
+
+
+def _saved(knob, choice):
+    return 0.0 if choice == knob.choices[0] else SAVED[knob.key].get(choice)
+
+
+def test_shape_removes_catastrophic_choices_only():
+    shaped = {k.key: k.choices for k in seeding.shape(_knobs(), _drop, base_quality=1.0)}
+    assert shaped["b:quant"] == ("float", "w8", "w8a8")            # w4 costs 0.3 > 0.25
+    assert shaped["a:rank_ratio"] == (1.0, 0.5)                    # 0.25 costs 0.5
+    assert shaped["a:quant"] == ("float", "w8", "w8a8", "w4")
+
+
+def test_greedy_seed_respects_the_allowance_and_prefers_free_savings():
+    knobs = seeding.shape(_knobs(), _drop, 1.0)
+    tight = seeding._greedy(knobs, _drop, _saved, allowance=0.0, speed=False)
+    assert tight == {"a:quant": "w8", "b:quant": "w8", "a:rank_ratio": 1.0, "emb:quant": "w8"}
+    # rank 0.5 first (200 bytes for 0.004: the best ratio), then w4 would overrun 0.012
+    mid = seeding._greedy(knobs, _drop, _saved, allowance=0.012, speed=False)
+    assert (mid["a:quant"], mid["a:rank_ratio"]) == ("w8", 0.5)
+    loose = seeding._greedy(knobs, _drop, _saved, allowance=0.015, speed=False)
+    assert (loose["a:quant"], loose["a:rank_ratio"]) == ("w4", 0.5)
+    assert sum(_drop(k, loose[k.key]) for k in knobs) <= 0.015
+    speed = seeding._greedy(knobs, _drop, _saved, allowance=0.05, speed=True)
+    assert speed["a:quant"] in ("float", "w8a8") and speed["b:quant"] in ("float", "w8a8")
+    assert speed["emb:quant"] == "w8"      # no int8 compute there: any weight format
+
+
+def test_seeds_are_enqueued_after_the_first_anchors_and_leave_room_for_the_sampler():
+    anchors = [{"x": 0}, {"x": 9}, {"x": 1}, {"x": 2}]
+    seeds = [{"x": 5}, {"x": 1}, {"x": 6}]
+    assert enqueue_order(anchors, seeds, 30) == [{"x": 0}, {"x": 9}, {"x": 1}, {"x": 5},
+                                                 {"x": 6}, {"x": 2}]
+    assert len(enqueue_order(anchors, seeds, 6)) == 4
+
+
+# --------------------------------------------------------------------------- sensitivity
+
+
+def test_sensitivity_measures_each_choice_alone_and_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path))
+    workload = api.load_workload(TINY)
+    knobs = api.discover_knobs(workload)
+    result = sensitivity.analyse(workload, knobs)
+    measured = [k for k in knobs if sensitivity.measurable(k)]
+    assert {k.key for k in measured} <= set(result.drops)
+    assert result.drop(measured[0], measured[0].choices[0]) == 0.0
+    fc1_w2 = next(k for k in knobs if k.key == "fc1:quant")
+    assert result.drop(fc1_w2, "w16") == pytest.approx(0.0, abs=0.01)
+    prune = next(k for k in knobs if k.name == "prune_ratio")
+    assert result.drop(prune, 0.75) > result.drop(prune, 0.25) - 0.01
+    assert result.saved_bytes(fc1_w2, "w8") == pytest.approx(64 * 128 * 3)   # 24 of 32 bits
+    # the same model again: read from the cache, not measured again
+    files = list((tmp_path / "sensitivity").glob("*.json"))
+    assert len(files) == 1
+    stored = json.loads(files[0].read_text())
+    stored["base_quality"] = -1.0          # marker: proves the next call reads the file
+    files[0].write_text(json.dumps(stored))
+    assert sensitivity.analyse(workload, knobs).base_quality == -1.0
+
+
+def test_fidelity_proxy_metric():
+    ref = [np.array([[1.0, 0.0], [0.0, 1.0]])]
+    same = sensitivity._fidelity("embedding", ref, ref)
+    assert same == pytest.approx(1.0)
+    assert sensitivity._fidelity("embedding", [np.array([[1.0, 1.0], [0.0, 1.0]])], ref) == \
+        pytest.approx((np.sqrt(0.5) + 1) / 2)
+    assert sensitivity._fidelity("logits", [np.array([[0.0, 1.0], [0.0, 1.0]])], ref) == 0.5
+
+
+# --------------------------------------------------------------------------- multi-fidelity
+
+
+def test_proxy_build_trains_less_into_its_own_artifact(tmp_path):
+    workload = api.load_workload(TINY)
+    evaluator = Evaluator(workload, resolve_target("host"), artifact_root=tmp_path)
+    plan = Plan({"": {"distill_steps": 200}, "fc1": {"rank_ratio": 0.25, "quant": "w8"}})
+    assert build_fidelity.trains(plan) and not build_fidelity.trains(Plan({"fc1": {"quant": "w4"}}))
+    with build_fidelity.proxy():
+        assert build_fidelity.steps(200) == 50 and build_fidelity.steps(0) == 0
+    proxy = evaluator.evaluate(plan, proxy=True)
+    full = evaluator.evaluate(plan)
+    assert (proxy.fidelity, full.fidelity) == ("proxy", "full")
+    assert proxy.size_bytes == full.size_bytes          # same graph, same storage
+    assert proxy.artifact_sha256 != full.artifact_sha256  # different training
+    assert len(list(tmp_path.glob("*-proxy.onnx"))) == 1
+    plain = evaluator.evaluate(Plan({"fc1": {"quant": "w4"}}), proxy=True)
+    assert plain.fidelity == "full"                     # nothing to scale
+
+
+def test_search_promotes_only_promising_proxies_and_keeps_them_off_the_front(tmp_path):
+    config = api.SearchConfig(model=TINY, target="host,jetson-nano,raspberry-pi-4", trials=14,
+                              seed=3, out=str(tmp_path / "run"), budget=Budget())
+    document = api.search(config).document
+    study = optuna.load_study(study_name="autocompress", storage=document["study"]["storage"])
+    complete = [t for t in study.trials if t.values is not None]
+    staged = [t for t in complete if "promotion" in t.user_attrs]
+    assert staged, "some plan trained, so went through the proxy first"
+    for t in staged:
+        promoted = t.user_attrs["promotion"]["promoted"]
+        assert t.user_attrs["metrics"]["fidelity"] == ("full" if promoted else "proxy")
+        assert ("proxy_quality" in t.user_attrs) == promoted
+    proxies = {t.number for t in staged if not t.user_attrs["promotion"]["promoted"]}
+    for front in document["fronts"].values():
+        assert not proxies & {p["id"] for p in front}
+    # one front per target, each ranked by that target's own latency
+    assert set(document["fronts"]) == {"host", "jetson-nano", "raspberry-pi-4"}
+    assert document["fronts"]["host"] == document["front"]
+    by_id = {t.number: t for t in complete}
+    for name in ("jetson-nano", "raspberry-pi-4"):
+        for p in document["fronts"][name]:
+            numbers = by_id[p["id"]].user_attrs["metrics"]["per_target"][name]
+            assert p["latency_s"] == numbers["latency_s"] and p["target"] == name
+            assert p["provenance"]["latency_s"]["device"] == name
+    # hypervolume after every complete trial, never decreasing
+    history = [h["hypervolume"] for h in document["study"]["hypervolume"]["history"]]
+    assert len(history) == len(complete) and history[-1] > 0
+    assert all(b >= a for a, b in zip(history, history[1:]))
+    assert "sensitivity" in study.user_attrs
+
+
+def test_unknown_second_target_is_one_line_exit_2(tmp_path, capsys):
+    from autocompress.cli import main
+
+    code = main(["search", "--model", TINY, "--target", "host,mars-rover", "--trials", "2",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "mars-rover" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_sensitivity_routes_agree_torch_weights_equal_the_stored_ones():
+    """The torch route (weights replaced by what the artifact stores, w8a8 inputs quantized
+    like DynamicQuantizeLinear) gives the quality ONNX Runtime gives on the real graph."""
+    workload = api.load_workload(TINY)
+    knobs = {k.key: k for k in api.discover_knobs(workload)}
+    probe = sensitivity._Probe(workload)
+    for key, choice in (("fc1:quant", "w2"), ("fc1:quant", "w8a8"), ("fc2:sparsity", 0.9),
+                        ("fc2:clusters", 16)):
+        probe.use_onnx = True
+        onnx_quality = probe.quality(knobs[key], choice)[0]
+        probe.use_onnx = False
+        torch_quality = probe.quality(knobs[key], choice)[0]
+        assert torch_quality == pytest.approx(onnx_quality, abs=0.006), (key, choice)
+    assert probe.quality(knobs["fc1:quant"], "w2")[0] < probe.base_quality
+
+
+def test_gentler_choices_are_bounded_by_a_free_harsher_one():
+    quant = Knob("a", "quant", ("float", "w8", "w4", "w8a8", "w16", "w3", "w2"), "quantization")
+    assert sensitivity.harshest_first(quant) == [["w2", "w3", "w4", "w8", "w16"], ["w8a8"]]
+    prune = Knob("a", "prune_ratio", (0.0, 0.25, 0.5, 0.75), "pruning")
+    assert sensitivity.harshest_first(prune) == [[0.75, 0.5, 0.25]]
