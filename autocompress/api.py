@@ -352,7 +352,7 @@ def _target_fronts(config, complete, run_dir, evaluator) -> dict:
         for trial in complete:
             metrics = trial.user_attrs.get("metrics", {})
             numbers = metrics.get("per_target", {}).get(name)
-            if numbers is None:
+            if numbers is None or not pareto.is_final(trial):
                 continue
             violations = config.budget.violations(_OnTarget(metrics, numbers))
             if all(v <= 0 for v in violations.values()):
@@ -381,7 +381,8 @@ def _hypervolume(complete, baseline) -> dict | None:
     scale = hypervolume.Scale(*baseline.values)
     ordered = sorted(complete, key=lambda t: (t.datetime_complete or 0, t.number))
     volumes = hypervolume.history(
-        [t.values if pareto.is_feasible(t) else None for t in ordered], scale)
+        [t.values if pareto.is_feasible(t) and pareto.is_final(t) else None for t in ordered],
+        scale)
     return {"scale": scale.to_dict(), "reference": list(hypervolume.REFERENCE),
             "definition": "relative (quality, latency, size) to the uncompressed trial",
             "history": [{"trial": t.number, "hypervolume": v} for t, v in zip(ordered, volumes)]}

@@ -19,7 +19,7 @@ def _build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="search compression plans for a target")
     search.add_argument("--model", default="minilm",
                         help="minilm (default) | digits-cnn | path/to/model.onnx | package.module:function")
-    search.add_argument("--target", default="jetson-nano", help="device profile name (see `autocompress targets`)")
+    search.add_argument("--target", default="jetson-nano", help="device profile name (see `autocompress targets`); a,b,c: one search, a front per target")
     search.add_argument("--profile", help="path to a device profile JSON file (replaces --target)")
     search.add_argument("--budget", help="max artifact size: 4MB (10^6 bytes), 4MiB (2^20), 4000KB, 4e6")
     search.add_argument("--max-latency", help="max latency on the target, e.g. 30ms")
@@ -133,6 +133,8 @@ def _search(args, argv, console: Console) -> int:
         result = api.search(config, progress=progress)
     progress.stop()
     console.print(front_table(result.document))
+    for target in list(result.document.get("fronts", {}))[1:]:
+        console.print(front_table(result.document, target))
     console.print(f"run folder: {result.run_dir}  (pareto.json, artifacts/)")
     return 0
 

@@ -67,15 +67,26 @@ def run_search(job: dict) -> dict:
         api.search(config)
     except api.InfeasibleError:
         pass
-    wall = time.perf_counter() - start
+    return read_run(job, out, time.perf_counter() - start)
+
+
+def read_run(job: dict, out: Path, wall: float | None = None) -> dict:
+    """A finished search's trials in completion order (``wall`` None: from the timestamps)."""
+    import optuna
+
+    from autocompress import api
+
     study = optuna.load_study(study_name=api.STUDY_NAME,
                               storage=f"sqlite:///{(out / 'study.db').resolve()}")
     done = sorted((t for t in study.trials if t.datetime_complete),
                   key=lambda t: (t.datetime_complete, t.number))
+    if wall is None:
+        wall = (done[-1].datetime_complete - min(t.datetime_start for t in done)).total_seconds()
     points = [{"number": t.number, "values": list(t.values) if t.values else None,
                "fidelity": t.user_attrs.get("metrics", {}).get("fidelity"),
                "plan": t.user_attrs.get("plan")} for t in done]
-    return {**job, "wall_s": wall, "trials_per_minute": 60 * len(done) / wall, "points": points}
+    return {**job, "wall_s": wall, "trials_per_minute": 60 * len(done) / wall, "points": points,
+            "run_dir": str(out)}
 
 
 def baselines(workload_name: str, threads: int) -> dict:
@@ -149,10 +160,11 @@ def analyse(workload: str, rows: dict, runs: list[dict], trials: int, long: int)
                                 "min": min(at), "max": max(at)}
     goals = {}
     if "ours" in summary and "random" in summary:
-        goals["hv_vs_random_at_trials"] = summary["ours"]["median"] / max(
-            summary["random"]["median"], 1e-12)
+        random_hv = summary["random"]["median"]
+        goals["hv_vs_random_at_trials"] = (summary["ours"]["median"] / random_hv if random_hv
+                                           else "random search has no point in the reference box")
     long_curve = curves.get(("ours", 0))
-    if long_curve and len(long_curve) >= long:
+    if long_curve and len(long_curve) >= long >= 60:
         final = long_curve[long - 1]
         reached = next((i + 1 for i, v in enumerate(long_curve) if v >= 0.95 * final), None)
         goals["trials_to_95pct_of_long_run"] = reached
@@ -210,7 +222,10 @@ def markdown(results: list[dict], args) -> str:
     lines = [f"From `benchmarks/search_quality.py` (target host, {args.parallel} search(es) side "
              f"by side, {args.threads} thread(s) each):", ""]
     for r in results:
-        lines += [f"**{r['workload']}**", "",
+        run = r.get("run_args") or vars(args)
+        budget = run["minilm_trials"] if r["workload"] == "minilm" else run["trials"]
+        lines += [f"**{r['workload']}** ({budget} trials per search; ours seed 0 ran "
+                  f"{budget if r['workload'] == 'minilm' else run['long']})", "",
                   "| method | quality | size | host latency |", "|---|---|---|---|"]
         for name, row in r["baselines"].items():
             lines.append(f"| {name} | {row['quality']:.4f} | {row['size_bytes'] / 1e6:.3f} MB | "
@@ -226,6 +241,27 @@ def markdown(results: list[dict], args) -> str:
     return "\n".join(lines)
 
 
+def write(results: list[dict], args, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "search_quality.json").write_text(json.dumps(
+        {"args": vars(args), "cpus": os.cpu_count(), "results": results}, indent=1) + "\n")
+    (out / "search_quality.md").write_text(markdown(results, args) + "\n")
+    plot(results, out / "search_quality_hv.png")
+
+
+def render(args) -> None:
+    """Merge separate runs (e.g. one per workload) into one set of result files."""
+    docs = [json.loads(Path(p).read_text()) for p in args.render]
+    first = argparse.Namespace(**docs[0]["args"])
+    for doc in docs:
+        for r in doc["results"]:
+            r["run_args"] = doc["args"]
+            if r["hypervolume"].get("random", {}).get("median") == 0:   # runs before the fix
+                r["goals"]["hv_vs_random_at_trials"] = \
+                    "random search has no point in the reference box"
+    write([r for doc in docs for r in doc["results"]], first, Path(args.out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workloads", default="digits-cnn,minilm")
@@ -236,9 +272,18 @@ def main() -> None:
     parser.add_argument("--minilm-trials", type=int, default=40)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="which searches to run (ours,random,nsga2)")
+    parser.add_argument("--reuse", metavar="DIR",
+                        help="analyse the searches already in DIR (a search-quality-* folder) "
+                             "instead of running them; baselines are measured again")
+    parser.add_argument("--render", nargs="+", metavar="JSON",
+                        help="only merge earlier runs' search_quality.json files into --out")
     args = parser.parse_args()
+    if args.render:
+        return render(args)
     args.threads = 1 if args.parallel > 1 else 2
-    tmp = tempfile.mkdtemp(prefix="search-quality-")
+    tmp = args.reuse or tempfile.mkdtemp(prefix="search-quality-")
     results = []
     for workload in args.workloads.split(","):
         trials = args.trials if workload != "minilm" else args.minilm_trials
@@ -250,9 +295,10 @@ def main() -> None:
                  for s in range(args.seeds if workload != "minilm" else 1)]
         jobs += [{"workload": workload, "variant": "nsga2", "seed": s, "trials": trials}
                  for s in range(args.nsga2_seeds)]
+        jobs = [j for j in jobs if j["variant"] in args.variants.split(",")]
         for job in jobs:
             job.update(dir=tmp, threads=args.threads)
-        _threads(args.threads)
+        _threads(2)                       # alone on the machine: both cores
         from autocompress import api, sensitivity
 
         w = api.load_workload(workload)   # sensitivity once, before the timed searches
@@ -262,19 +308,18 @@ def main() -> None:
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.parallel, mp_context=spawn) as pool:
             base_future = pool.submit(baselines, workload, args.threads)
-            runs = list(pool.map(run_search, jobs))
+            if args.reuse:
+                runs = [read_run(j, Path(tmp) / f"{j['workload']}-{j['variant']}-{j['seed']}")
+                        for j in jobs]
+            else:
+                runs = list(pool.map(run_search, jobs))
             rows = base_future.result()
         result = analyse(workload, rows, runs, trials, long)
         result["sensitivity_seconds"] = analysis.seconds if analysis else None
         result["sensitivity_wall_this_run_s"] = sens_s
         results.append(result)
         print(markdown([result], args), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "search_quality.json").write_text(json.dumps(
-        {"args": vars(args), "cpus": os.cpu_count(), "results": results}, indent=1) + "\n")
-    (out / "search_quality.md").write_text(markdown(results, args) + "\n")
-    plot(results, out / "search_quality_hv.png")
+    write(results, args, Path(args.out))
 
 
 if __name__ == "__main__":

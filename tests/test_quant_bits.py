@@ -214,3 +214,34 @@ def test_conv_layers_take_every_technique(tmp_path):
     ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
     assert "QLinearConv" in ops
     assert run_batches(make_session(art.path), workload.evaluation)[0][0].shape == (8, 10)
+
+
+def test_per_channel_dynamic_int8_keeps_seven_bits_per_column(tmp_path, tiny):
+    """w8a8c: ORT's dynamic int8 with one weight scale per output column, weights kept in
+    [-64, 64] (no u8s8 saturation on AVX2 without VNNI): closer to float than w8a8."""
+    ref = torch_outputs(tiny.model, tiny)
+    errors = {}
+    for quant in ("w8a8", "w8a8c"):
+        artifact = apply_plan(Plan({"fc1": {"quant": quant}, "fc2": {"quant": quant}}), tiny,
+                              tmp_path / f"{quant}.onnx")
+        model = onnx.load(str(artifact.path))
+        assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) == 2
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        scale, q = inits["fc1.weight_scale"], inits["fc1.weight_quantized"]
+        if quant == "w8a8c":
+            assert scale.shape == (q.shape[1],)            # one scale per output column
+            assert np.abs(q.astype(int)).max() == 64      # 7-bit symmetric range
+        else:
+            assert scale.shape == () and np.abs(q).max() == 127
+        errors[quant] = float(np.abs(outputs(artifact.path, tiny) - ref).max())
+    assert errors["w8a8c"] < errors["w8a8"]
+
+
+def test_per_channel_dynamic_int8_is_offered_for_matmuls_only():
+    from autocompress.compression.weight_knobs import layer_weight_knobs
+
+    def quant_choices(kind):
+        return next(k for k in layer_weight_knobs("u", kind, (64, 64))[0] if k.name == "quant").choices
+
+    assert "w8a8c" in quant_choices("matmul")
+    assert "w8a8c" not in quant_choices("conv") and "w8a8c" not in quant_choices("gather")

@@ -19,7 +19,7 @@ TINY = "tests.tiny_workload:make_workload"
 
 
 def test_digits_search_front_meets_the_budget(tmp_path):
-    budget = 60_000
+    budget = 100_000
     config = api.SearchConfig(model="digits-cnn", target="raspberry-pi-4", trials=8, seed=1,
                               budget=Budget(max_size_bytes=budget), out=str(tmp_path / "run"))
     result = api.search(config)

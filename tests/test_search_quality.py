@@ -216,3 +216,16 @@ def test_gentler_choices_are_bounded_by_a_free_harsher_one():
     assert sensitivity.harshest_first(quant) == [["w2", "w3", "w4", "w8", "w16"], ["w8a8"]]
     prune = Knob("a", "prune_ratio", (0.0, 0.25, 0.5, 0.75), "pruning")
     assert sensitivity.harshest_first(prune) == [[0.75, 0.5, 0.25]]
+
+
+def test_seed_ladder_spreads_when_single_choices_measure_free():
+    """Choices that measured no drop alone still cost the measurement's resolution, so the
+    ladder of allowances gives seeds with more and more changes instead of one big plan."""
+    knobs = [Knob(f"l{i}", "quant", ("float", "w4"), "quantization") for i in range(10)]
+
+    def drop(knob, choice):
+        return 0.0 if choice == "float" else (0.01 if knob.unit == "l0" else 0.0)
+
+    seeds = seeding.seed_params(knobs, drop, lambda k, c: 0.0 if c == "float" else 100.0, 1.0)
+    changed = [sum(v == "w4" for v in s.values()) for s in seeds]
+    assert changed == [0, 1, 2, 5]        # allowances .002 .005 | .01 | .02 | .05 of 0.01 each

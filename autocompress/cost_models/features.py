@@ -13,9 +13,12 @@ from __future__ import annotations
 from .layers import KERNEL_CLASSES, GraphCost
 from .roofline import layer_roofline_s, memory_s
 
-FEATURE_VERSION = 2
-MAC_GROUPS = ("conv-fp32", "conv-int8", "dwconv-fp32", "dwconv-int8",
-              "matmul-fp32", "matmul-int8", "gather")
+FEATURE_VERSION = 3
+MAC_GROUPS = ("conv-fp32", "conv-int8", "conv-dyn8", "dwconv-fp32", "dwconv-int8",
+              "dwconv-dyn8", "matmul-fp32", "matmul-int8", "matmul-dyn8", "gather")
+DYNAMIC_INT8 = ("ConvInteger", "MatMulInteger")
+"""ORT's dynamic int8 kernels run apart from the static QDQ-fused ones (QLinearConv...): on a
+CPU without VNNI a ConvInteger is several times slower than its float Conv."""
 LATENCY_FEATURES = (("run",)
                     + tuple(f"{g}:s" for g in MAC_GROUPS) + tuple(f"{g}:n" for g in MAC_GROUPS)
                     + tuple(f"{k}:s" for k in KERNEL_CLASSES)
@@ -28,6 +31,8 @@ def group(layer) -> str:
         return "gather" if layer.weight_bytes else None   # Shape->Gather is shape arithmetic
     family = "matmul" if layer.op in ("MatMul", "Gemm", "MatMulInteger") else (
         "dwconv" if layer.grouped else "conv")
+    if layer.op in DYNAMIC_INT8:
+        return f"{family}-dyn8"
     return f"{family}-{'int8' if layer.dtype == 'int8' else 'fp32'}"
 
 

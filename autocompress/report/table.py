@@ -22,13 +22,15 @@ def plan_summary(plan: dict) -> str:
     return "; ".join(parts) or "uncompressed"
 
 
-def front_table(document: dict) -> Table:
-    target = document["target"]["name"]
+def front_table(document: dict, target: str | None = None) -> Table:
+    """The run's front, or (multi-target search) the front of one of its other targets."""
+    points = document["front"] if target is None else document["fronts"][target]
+    target = target or document["target"]["name"]
     table = Table(title=f"Pareto front: {document['workload']['name']} on {target} "
-                        f"({len(document['front'])} points; m = measured, p = predicted)")
+                        f"({len(points)} points; m = measured, p = predicted)")
     for column in ("id", "quality", "size", "latency", "energy", "peak RAM", "host lat."):
         table.add_column(column, justify="right", no_wrap=True)
-    for p in document["front"]:
+    for p in points:
         prov = p["provenance"]
         table.add_row(
             str(p["id"]), f"{p['quality']:.4f}", format_size(p["size_bytes"]),
@@ -38,6 +40,6 @@ def front_table(document: dict) -> Table:
             f"{format_time(p['host_latency_s'])} m")
     table.caption = (f"latency, energy and peak RAM on {target}; host lat. = ONNX Runtime on "
                      "this machine. Plans:\n" + "\n".join(
-                         f"{p['id']}: {plan_summary(p['plan'])}" for p in document["front"]))
+                         f"{p['id']}: {plan_summary(p['plan'])}" for p in points))
     table.caption_justify = "left"
     return table

@@ -6,18 +6,23 @@ ones (same graph); only quality is an underestimate. The proxy is promoted to a 
 evaluation unless it could not matter even if full training raised its quality by
 ``margin``: it breaks a size/latency/energy limit, cannot reach the minimum quality, or a
 fully evaluated feasible trial dominates it. ``margin`` learns from the promotions so far
-(largest observed gain, full minus proxy quality), never below ``MARGIN_FLOOR`` of the best
-quality seen. A dominated proxy stays dominated, so it can never reach the final front.
+(the ``MARGIN_QUANTILE`` percentile of the observed gains, full minus proxy quality: the
+largest gains come from training rescuing a broken model, which stays dominated anyway),
+never below ``MARGIN_FLOOR`` of the best quality seen. A dominated proxy stays dominated, so it can never reach the final front.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from optuna.trial import FrozenTrial, TrialState
 
-from .objectives import OBJECTIVES, Budget
+from .objectives import Budget
+from .pareto import dominates
 
 MARGIN_FLOOR = 0.05
+MARGIN_QUANTILE = 75
 PROXY_QUALITY = "proxy_quality"     # trial user attr: the proxy's quality of a promoted trial
 
 
@@ -26,7 +31,7 @@ def margin(trials: Sequence[FrozenTrial]) -> float:
     best = max((abs(t.user_attrs["metrics"]["quality"]) for t in done), default=1.0)
     gains = [t.user_attrs["metrics"]["quality"] - t.user_attrs[PROXY_QUALITY]
              for t in done if PROXY_QUALITY in t.user_attrs]
-    return max([MARGIN_FLOOR * best, *gains])
+    return max(MARGIN_FLOOR * best, float(np.percentile(gains, MARGIN_QUANTILE)) if gains else 0.0)
 
 
 def promising(metrics, trials: Sequence[FrozenTrial], budget: Budget) -> tuple[bool, str]:
@@ -44,12 +49,6 @@ def promising(metrics, trials: Sequence[FrozenTrial], budget: Budget) -> tuple[b
                 or t.user_attrs.get("metrics", {}).get("fidelity", "full") != "full"
                 or any(v > 0 for v in t.constraints.values())):
             continue
-        if _dominates(t.values, values):
+        if dominates(t.values, values):
             return False, f"trial {t.number} dominates it even with a quality margin of {gain:.4f}"
     return True, f"non-dominated with a quality margin of {gain:.4f}"
-
-
-def _dominates(a, b) -> bool:
-    signs = [1 if d == "maximize" else -1 for _, d in OBJECTIVES]
-    return (all(s * x >= s * y for s, x, y in zip(signs, a, b))
-            and any(s * x > s * y for s, x, y in zip(signs, a, b)))

@@ -16,8 +16,14 @@ def is_feasible(trial: FrozenTrial) -> bool:
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """Feasible, non-dominated trials, one per distinct plan, best quality first."""
-    feasible = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if is_feasible(t)]
+    feasible = [t for t in study.get_trials(states=(TrialState.COMPLETE,))
+                if is_feasible(t) and is_final(t)]
     return non_dominated(feasible, lambda t: t.values)
+
+
+def is_final(trial) -> bool:
+    """A full evaluation: a proxy's quality (training cut short) is never a result."""
+    return trial.user_attrs.get("metrics", {}).get("fidelity", "full") != "proxy"
 
 
 def non_dominated(trials: Sequence, values: Callable) -> list:
@@ -29,11 +35,11 @@ def non_dominated(trials: Sequence, values: Callable) -> list:
         unique.setdefault(trial.user_attrs.get("plan_digest", str(trial.number)), trial)
     points = [(t, tuple(values(t))) for t in unique.values()]
     kept = [(t, v) for t, v in points
-            if not any(_dominates_values(o, v) for _, o in points if o is not v)]
+            if not any(dominates(o, v) for _, o in points if o is not v)]
     return [t for t, v in sorted(kept, key=lambda tv: (-tv[1][0], tv[1][2]))]
 
 
-def _dominates_values(a: Sequence[float], b: Sequence[float]) -> bool:
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     signs = [1 if d == "maximize" else -1 for _, d in OBJECTIVES]
     better_or_equal = all(s * x >= s * y for s, x, y in zip(signs, a, b))
     return better_or_equal and any(s * x > s * y for s, x, y in zip(signs, a, b))

@@ -46,11 +46,22 @@ def shape(knobs: Sequence[Knob], drop: DropFn, base_quality: float) -> list[Knob
 
 def seed_params(knobs: Sequence[Knob], drop: DropFn, saved: SavedFn,
                 base_quality: float) -> list[dict]:
-    """Greedy seed plans (Optuna params) along both ladders, smallest allowance first."""
+    """Greedy seed plans (Optuna params) along both ladders, smallest allowance first.
+
+    Every choice costs at least the measurement's resolution (the smallest non-zero drop
+    measured): a choice that measured "free" on a few hundred examples is not free in
+    combination, and without a floor the greedy would take all of them at every allowance."""
+    drops = [abs(d) for k in knobs for c in k.choices[1:] if (d := drop(k, c))]
+    floor = min(drops, default=0.0)
+
+    def floored(knob, choice):
+        d = drop(knob, choice)
+        return None if d is None else max(d, floor if choice != knob.choices[0] else 0.0)
+
     seeds = []
     for speed in (False, True):
         for fraction in LADDER:
-            params = _greedy(knobs, drop, saved, fraction * abs(base_quality), speed)
+            params = _greedy(knobs, floored, saved, fraction * abs(base_quality), speed)
             if params not in seeds:
                 seeds.append(params)
     return seeds
