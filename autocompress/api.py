@@ -23,7 +23,7 @@ from .pipeline import Evaluator
 from .report.pareto_json import SCHEMA_VERSION, point, write_json_atomic
 from .report.environment import environment
 from .search import pareto
-from .search.objectives import OBJECTIVES, Budget
+from .search.objectives import OBJECTIVES, Budget, OnTarget
 from .search.queue import drain
 from .search.study import finished_count, mark_interrupted, open_study, run_trials
 from .workloads import Workload, load_workload
@@ -328,18 +328,6 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> di
     return document
 
 
-class _OnTarget:
-    """A trial's metrics seen from another target (what Budget.violations reads)."""
-
-    DEVICE = ("latency_s", "energy_j", "peak_ram_bytes")
-
-    def __init__(self, metrics: dict, numbers: dict):
-        self.metrics, self.numbers = metrics, numbers
-
-    def objective(self, name: str) -> float:
-        return self.numbers[name] if name in self.DEVICE else self.metrics[name]
-
-
 def _target_fronts(config, complete, run_dir, evaluator) -> dict:
     """One front per extra target of a multi-target search (``--target a,b,c``): every trial
     was built and scored once; each target's front ranks them by its own latency, with the
@@ -354,7 +342,7 @@ def _target_fronts(config, complete, run_dir, evaluator) -> dict:
             numbers = metrics.get("per_target", {}).get(name)
             if numbers is None or not pareto.is_final(trial):
                 continue
-            violations = config.budget.violations(_OnTarget(metrics, numbers))
+            violations = config.budget.violations(OnTarget(metrics, numbers))
             if all(v <= 0 for v in violations.values()):
                 scored.append((trial, violations))
         constraints = {t.number: v for t, v in scored}

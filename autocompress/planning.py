@@ -19,7 +19,7 @@ from . import api
 from .device_profiles import DeviceProfile, known_targets, resolve_target
 from .report.pareto_json import write_json_atomic
 from .report.table import plan_summary
-from .search.objectives import Budget
+from .search.objectives import Budget, OnTarget
 from .units import format_energy, format_size, format_time
 
 
@@ -84,14 +84,13 @@ def complete_trials(document: dict) -> list:
 def violations(metrics: dict, numbers: dict, budget: Budget, profile: DeviceProfile) -> dict:
     """Relative excess per constraint on one target (> 0 violated); the board's RAM and
     storage are limits too."""
-    checks = {"size": (metrics["size_bytes"], budget.max_size_bytes),
-              "latency": (numbers["latency_s"], budget.max_latency_s),
-              "energy": (numbers["energy_j"], budget.max_energy_j),
-              "RAM": (numbers["peak_ram_bytes"], profile.ram_bytes),
-              "storage": (metrics["size_bytes"], profile.storage_bytes)}
-    out = {k: value / limit - 1 for k, (value, limit) in checks.items() if limit}
-    if budget.min_quality is not None:
-        out["quality"] = budget.min_quality - metrics["quality"]
+    out = budget.violations(OnTarget(metrics, numbers))
+    quality = out.pop("quality", None)
+    board = {"RAM": (numbers["peak_ram_bytes"], profile.ram_bytes),
+             "storage": (metrics["size_bytes"], profile.storage_bytes)}
+    out.update({k: value / limit - 1 for k, (value, limit) in board.items() if limit})
+    if quality is not None:
+        out["quality"] = quality
     return out
 
 

@@ -98,10 +98,10 @@ def analyse(workload, knobs: Sequence[Knob], use_cache: bool = True,
             return cached
     result = _measure(workload, wanted, progress)
     result.space = space_digest(wanted)
+    from .report.pareto_json import write_json_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=1))
-    tmp.replace(path)
+    write_json_atomic(path, result.to_dict())
     return result
 
 
@@ -196,39 +196,42 @@ class _Probe:
 
     def quality(self, knob: Knob, choice) -> tuple[float, float] | None:
         """(quality, estimated bytes saved) with only ``knob`` set to ``choice``."""
-        from .compression.apply import compress_torch
-
         if knob.name in STRUCTURAL:
-            try:
-                model = compress_torch(Plan({knob.unit: {knob.name: choice}}), self.workload)
-            except Exception:   # a choice that cannot apply alone is simply not measured
+            model = self._structural(knob, choice)
+            if model is None:
                 return None
-            saved = 4.0 * (_n_params(self.model) - _n_params(model))
             if self.use_onnx:
                 from .backends.onnx_export import export_onnx
                 from .compression.quantize import to_opset
 
                 proto = to_opset(export_onnx(model, self.workload))
-                return self._score(self._onnx_outputs(proto)), saved
-            return self._score(self._torch_outputs(model)), saved
+                return self._score(self._onnx_outputs(proto)), self._saved_by(model)
+            return self._score(self._torch_outputs(model)), self._saved_by(model)
         quality = self._weight_quality(knob, choice)
-        if quality is None:
-            return None
-        n = sum(self.sizes[i] for i in self.units.get(knob.unit, []))
-        return quality, n * (32 - _stored_bits(knob.name, choice)) / 8
+        return None if quality is None else (quality, self._weight_saved(knob, choice))
 
     def saved_only(self, knob: Knob, choice) -> tuple[None, float] | None:
         """Bytes saved without measuring quality (a bounded choice)."""
         if knob.name in STRUCTURAL:
-            from .compression.apply import compress_torch
+            model = self._structural(knob, choice)
+            return None if model is None else (None, self._saved_by(model))
+        return (None, self._weight_saved(knob, choice)) if self.units.get(knob.unit) else None
 
-            try:
-                model = compress_torch(Plan({knob.unit: {knob.name: choice}}), self.workload)
-            except Exception:
-                return None
-            return None, 4.0 * (_n_params(self.model) - _n_params(model))
+    def _structural(self, knob: Knob, choice):
+        """The torch stage of the one-knob plan, or None where the choice cannot apply alone."""
+        from .compression.apply import compress_torch
+
+        try:
+            return compress_torch(Plan({knob.unit: {knob.name: choice}}), self.workload)
+        except Exception:   # a choice that cannot apply alone is simply not measured
+            return None
+
+    def _saved_by(self, model) -> float:
+        return 4.0 * (_n_params(self.model) - _n_params(model))
+
+    def _weight_saved(self, knob: Knob, choice) -> float:
         n = sum(self.sizes[i] for i in self.units.get(knob.unit, []))
-        return (None, n * (32 - _stored_bits(knob.name, choice)) / 8) if n else None
+        return n * (32 - _stored_bits(knob.name, choice)) / 8
 
     def _weight_quality(self, knob: Knob, choice) -> float | None:
         from .compression.weight_storage import WeightPlan, compress_weights

@@ -9,11 +9,11 @@ their graphs) and the file says how many were.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..paths import cache_dir
+from ..report.pareto_json import write_json_atomic
 from .features import FEATURE_VERSION
 
 MAX_SAMPLES = 2000   # oldest dropped beyond this: a fit stays cheap and follows the device
@@ -78,7 +78,5 @@ class CalibrationStore:
         document = {"device": self.device, "feature_version": FEATURE_VERSION,
                     "n_samples": len(self.samples), "dropped": self.dropped, "fit": self.fit,
                     "samples": [s.to_dict() for s in self.samples]}
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(document, indent=1) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, document)
         return path

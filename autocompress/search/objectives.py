@@ -6,6 +6,19 @@ from dataclasses import asdict, dataclass
 OBJECTIVES = (("quality", "maximize"), ("latency_s", "minimize"), ("size_bytes", "minimize"))
 
 
+class OnTarget:
+    """A trial's recorded metrics (dicts) seen from one target: latency, energy and RAM are
+    that target's numbers (``per_target``), quality and size are the trial's own."""
+
+    DEVICE = ("latency_s", "energy_j", "peak_ram_bytes")
+
+    def __init__(self, metrics: dict, numbers: dict):
+        self.metrics, self.numbers = metrics, numbers
+
+    def objective(self, name: str) -> float:
+        return self.numbers[name] if name in self.DEVICE else self.metrics[name]
+
+
 @dataclass(frozen=True)
 class Budget:
     """Hard limits; ``None`` means unconstrained. Values in bytes, seconds, joules."""

@@ -54,9 +54,9 @@ def seed_params(knobs: Sequence[Knob], drop: DropFn, saved: SavedFn,
     drops = [abs(d) for k in knobs for c in k.choices[1:] if (d := drop(k, c))]
     floor = min(drops, default=0.0)
 
-    def floored(knob, choice):
+    def floored(knob, choice):      # _greedy asks only for choices[1:]
         d = drop(knob, choice)
-        return None if d is None else max(d, floor if choice != knob.choices[0] else 0.0)
+        return None if d is None else max(d, floor)
 
     seeds = []
     for speed in (False, True):
