@@ -47,10 +47,14 @@ def main() -> None:
     ort_int8 = tmp / "ort-int8.onnx"
     quantize_dynamic(str(fp32), str(ort_int8), weight_type=QuantType.QInt8)
     limit = ort_int8.stat().st_size
+    from autocompress.report.table import plan_summary
+
     candidates = {"ort-int8-dynamic": ort_int8}
+    plans = {"ort-int8-dynamic": "onnxruntime quantize_dynamic, int8 per tensor"}
     for p in document["front"]:
         if p["quality"] >= args.min_quality and p["size_bytes"] <= limit:
             candidates[f"trial {p['id']}"] = run / p["artifact"]
+            plans[f"trial {p['id']}"] = plan_summary(p["plan"])
     timing = ort_runner.TimingConfig(warmup=20, repeat=200, threads=2)
     sessions = {name: ort_runner.make_session(path, timing.threads)
                 for name, path in candidates.items()}
@@ -65,16 +69,16 @@ def main() -> None:
     rows = []
     for name, path in candidates.items():
         latency = statistics.median(medians[name])
-        rows.append({"candidate": name, "quality": quality[name],
+        rows.append({"candidate": name, "plan": plans[name], "quality": quality[name],
                      "size_bytes": Path(path).stat().st_size, "host_latency_s": latency,
                      "latency_vs_ort_int8": latency / ref, "round_medians_s": medians[name]})
     print(f"{workload.name}: front points with quality >= {args.min_quality} and size <= "
           f"ONNX Runtime int8 ({limit / 1e6:.2f} MB), timed side by side "
           f"({args.rounds} rounds x {timing.repeat} runs, {timing.threads} threads)")
-    print("| candidate | quality | size | host latency (median of rounds) | vs ORT int8 |")
-    print("|---|---|---|---|---|")
+    print("| candidate | plan | quality | size | host latency (median of rounds) | vs ORT int8 |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['candidate']} | {r['quality']:.4f} | {r['size_bytes'] / 1e6:.2f} MB | "
+        print(f"| {r['candidate']} | {r['plan']} | {r['quality']:.4f} | {r['size_bytes'] / 1e6:.2f} MB | "
               f"{r['host_latency_s'] * 1e3:.2f} ms | {r['latency_vs_ort_int8']:.3f}x |")
     Path(args.out).write_text(json.dumps({"run": str(run), "workload": workload.name,
                                           "min_quality": args.min_quality, "rows": rows},
