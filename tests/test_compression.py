@@ -84,6 +84,44 @@ def test_same_plan_gives_the_same_bytes(tmp_path, tiny):
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
 
 
+def test_weight_only_plans_reuse_the_torch_stage_with_the_same_bytes(tmp_path, tiny):
+    from autocompress.compression import apply as apply_module
+
+    structure = {"fc1": {"rank_ratio": 0.25}}
+    first = Plan({**structure, "fc2": {"quant": "w8"}})
+    second = Plan({"fc1": {"rank_ratio": 0.25, "quant": "w4"}, "fc2": {"clusters": 16}})
+    timings = {}
+    apply_module._EXPORTS.clear()
+    apply_plan(first, tiny, tmp_path / "a.onnx", timings)
+    assert timings["apply"] > 0
+    reused = apply_plan(second, tiny, tmp_path / "b.onnx", timings)
+    assert timings["apply"] == 0.0            # same structure: export taken from memory
+    apply_module._EXPORTS.clear()
+    fresh = apply_plan(second, tiny, tmp_path / "c.onnx", timings)
+    assert timings["apply"] > 0
+    assert reused.sha256 == fresh.sha256      # remembered export = a fresh one, byte for byte
+    with pytest.raises(apply_module.PlanError, match="does not have"):
+        apply_plan(Plan({"nope": {"quant": "w8"}}), tiny, tmp_path / "d.onnx")
+
+
+def test_float_edits_are_remembered_read_only_and_bounded():
+    from autocompress.compression import weight_storage as ws
+
+    rng = np.random.default_rng(0)
+    init = numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "w")
+    plan = ws.WeightPlan(sparsity=0.5, clusters=16)
+    first = ws._float_edits(onnx.TensorProto.FromString(init.SerializeToString()), plan)
+    second = ws._float_edits(onnx.TensorProto.FromString(init.SerializeToString()), plan)
+    assert all(a is b for a, b in zip(ws._arrays(first), ws._arrays(second)))
+    assert not first[0].flags.writeable and int(first[1].sum()) == 64 * 32 // 2
+    assert np.unique(first[0][first[1]]).size == 16
+    entries = [(np.copy(first[0]), np.copy(first[1]), None) for _ in range(3)]
+    cache = ws._EditCache(max_bytes=2 * ws._nbytes(entries[0]))
+    for k, entry in enumerate(entries):
+        cache.put(k, entry)
+    assert cache.get(0) is None and cache.get(2) is not None and cache.bytes <= cache.max_bytes
+
+
 def test_pruned_artifact_has_fewer_parameters(tmp_path):
     workload = small_cnn_workload()
     knobs = torch_knobs(workload.model, [torch.from_numpy(workload.example["image"])])

@@ -21,7 +21,9 @@ Rules when several techniques meet on one weight (every combination applies; non
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -146,7 +148,67 @@ def _mode(plan: WeightPlan, kind: str, calibration: str) -> str:
 
 def _float_edits(init: TensorProto, plan: WeightPlan):
     """(edited float weight, kept-entry mask or None, (palette, indices) or None); the
-    initializer is updated in place so ORT's quantizers see the edited weight."""
+    initializer is updated in place so ORT's quantizers see the edited weight.
+
+    Pruning and clustering depend only on the weight's values and the plan, so their results
+    are remembered (:data:`_EDITS`): a search asks for the same weight at the same setting
+    again and again (a 16-entry palette of MiniLM's word embedding costs seconds)."""
+    if plan.sparsity <= 0 and plan.clusters <= 0:
+        weight = numpy_helper.to_array(init).astype(np.float32)
+        _set(init, weight)
+        return weight, None, None
+    key = (hashlib.sha1(init.SerializeToString(deterministic=True)).hexdigest(),
+           plan.sparsity, plan.clusters)
+    edits = _EDITS.get(key)
+    if edits is None:
+        edits = _EDITS.put(key, _compute_float_edits(init, plan))
+    _set(init, edits[0])
+    return edits
+
+
+class _EditCache:
+    """Least recently used float edits, bounded by the bytes of the arrays they hold. The
+    arrays are read-only: a caller that edits one in place fails loudly instead of
+    corrupting later trials."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self.entries: "OrderedDict[tuple, tuple]" = OrderedDict()
+
+    def get(self, key):
+        edits = self.entries.get(key)
+        if edits is not None:
+            self.entries.move_to_end(key)
+        return edits
+
+    def put(self, key, edits: tuple) -> tuple:
+        size = _nbytes(edits)
+        for array in _arrays(edits):
+            array.setflags(write=False)
+        if size > self.max_bytes:
+            return edits
+        self.entries[key] = edits
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, dropped = self.entries.popitem(last=False)
+            self.bytes -= _nbytes(dropped)
+        return edits
+
+
+def _arrays(edits: tuple) -> list[np.ndarray]:
+    weight, mask, palette = edits
+    return [a for a in (weight, mask, *(palette or ())) if a is not None]
+
+
+def _nbytes(edits: tuple) -> int:
+    return sum(a.nbytes for a in _arrays(edits))
+
+
+EDIT_CACHE_BYTES = 768 * 2**20
+_EDITS = _EditCache(EDIT_CACHE_BYTES)
+
+
+def _compute_float_edits(init: TensorProto, plan: WeightPlan):
     weight = numpy_helper.to_array(init).astype(np.float32)
     mask = None
     if plan.sparsity > 0:
@@ -161,7 +223,6 @@ def _float_edits(init: TensorProto, plan: WeightPlan):
         else:
             weight = values[index].reshape(weight.shape)
         palette = (values, index)
-    _set(init, weight)
     return weight, mask, palette
 
 
