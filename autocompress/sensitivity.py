@@ -35,7 +35,9 @@ from .paths import cache_dir
 STRUCTURAL = (PRUNE_RATIO, RANK_RATIO, DROP, SHARE, DECOMP)
 WEIGHT = (QUANT, SPARSITY, CLUSTERS)
 METHOD = "one knob at a time on the uncompressed model; workload score on its evaluation set"
-VERSION = 4
+VERSION = 5
+FORMAT_ROUNDS = 5
+"""Round-robin timing rounds of the weight-format latency probe (ratios taken per round)."""
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Sensitivity:
     base_quality: float
     drops: dict[str, dict[str, float]] = field(default_factory=dict)   # knob key -> choice -> drop
     saved: dict[str, dict[str, float]] = field(default_factory=dict)   # ... -> bytes saved (est.)
+    format_latency: dict[str, float] = field(default_factory=dict)     # "quant:w8a8" -> t/t_float
     seconds: float = 0.0
     space: str = ""          # digest of the knobs measured (a changed space is measured again)
     method: str = METHOD
@@ -60,6 +63,13 @@ class Sensitivity:
             return 0.0
         return self.saved.get(knob.key, {}).get(choice_key(choice))
 
+    def latency_ratio(self, knob: Knob, choice) -> float | None:
+        """Host latency of the whole model with every weight in this format, over float's
+        (None: not measured). A format rebuilt to float when the session loads (packed
+        codes, palettes, sparse stores) runs at float speed; a dequantizing or int8 kernel
+        may be faster or slower, depending on the layer types and the CPU."""
+        return self.format_latency.get(format_key(knob.name, choice))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -70,6 +80,10 @@ class Sensitivity:
 
 def choice_key(choice) -> str:
     return json.dumps(choice)
+
+
+def format_key(name: str, choice) -> str:
+    return f"{name}:{choice_key(choice)}"
 
 
 def space_digest(knobs: Sequence[Knob]) -> str:
@@ -146,6 +160,7 @@ def _measure(workload, knobs: Sequence[Knob], progress=None) -> Sensitivity:
                     saved[choice_key(choice)] = measured[1]
         if progress is not None:
             progress(index + 1, len(knobs))
+    result.format_latency = probe.format_latencies(knobs)
     result.seconds = time.perf_counter() - start
     result.method = f"{METHOD}; quality computed with {probe.engine}"
     return result
@@ -217,6 +232,42 @@ class _Probe:
             return None if model is None else (None, self._saved_by(model))
         return (None, self._weight_saved(knob, choice)) if self.units.get(knob.unit) else None
 
+    def format_latencies(self, knobs: Sequence[Knob]) -> dict[str, float]:
+        """Latency ratio to float of each weight format applied to every weight that offers
+        it (ONNX Runtime on this host), timed round-robin so drift hits all alike."""
+        import onnx
+
+        from .backends import ort_runner
+        from .compression.weight_storage import WeightPlan, compress_weights
+
+        formats: dict[str, dict[str, WeightPlan]] = {}
+        for knob in knobs:
+            if knob.name not in WEIGHT:
+                continue
+            for choice in knob.choices[1:]:
+                settings = {QUANT: "float", SPARSITY: 0.0, CLUSTERS: 0, knob.name: choice}
+                plan = WeightPlan(settings[QUANT], float(settings[SPARSITY]),
+                                  int(settings[CLUSTERS]))
+                weights = formats.setdefault(format_key(knob.name, choice), {})
+                weights.update({init: plan for init in self.units.get(knob.unit, [])})
+        sessions = {"": ort_runner.make_session(self.proto.SerializeToString(),
+                                                           self.threads)}
+        for key, weights in formats.items():
+            proto = onnx.ModelProto.FromString(self.proto.SerializeToString())
+            try:
+                data = compress_weights(proto, weights).SerializeToString()
+                sessions[key] = ort_runner.make_session(data, self.threads)
+            except Exception:   # a format that cannot apply model-wide is simply not timed
+                continue
+        timing = ort_runner.TimingConfig(warmup=2, repeat=10, threads=self.threads)
+        rounds = {key: [] for key in sessions}
+        for _ in range(FORMAT_ROUNDS):
+            for key, session in sessions.items():
+                rounds[key].append(ort_runner.measure_latency(session, self.workload.example,
+                                                              timing).median_s)
+        return {key: float(np.median(np.array(times) / np.array(rounds[""])))
+                for key, times in rounds.items() if key}
+
     def _structural(self, knob: Knob, choice):
         """The torch stage of the one-knob plan, or None where the choice cannot apply alone."""
         from .compression.apply import compress_torch
@@ -278,15 +329,9 @@ class _Probe:
                     for b in self.batches]
 
     def _onnx_outputs(self, proto) -> list:
-        import onnxruntime as ort
-
         from .backends import ort_runner
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.log_severity_level = 3
-        session = ort.InferenceSession(proto.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort_runner.make_session(proto.SerializeToString(), self.threads)
         return ort_runner.run_batches(session, self.batches)
 
 

@@ -79,17 +79,42 @@ def test_shape_removes_catastrophic_choices_only():
 
 def test_greedy_seed_respects_the_allowance_and_prefers_free_savings():
     knobs = seeding.shape(_knobs(), _drop, 1.0)
-    tight = seeding._greedy(knobs, _drop, _saved, allowance=0.0, speed=False)
+    tight = seeding._greedy(knobs, _drop, _saved, allowance=0.0, ladder="size", latency=_unmeasured)
     assert tight == {"a:quant": "w8", "b:quant": "w8", "a:rank_ratio": 1.0, "emb:quant": "w8"}
     # rank 0.5 first (200 bytes for 0.004: the best ratio), then w4 would overrun 0.012
-    mid = seeding._greedy(knobs, _drop, _saved, allowance=0.012, speed=False)
+    mid = seeding._greedy(knobs, _drop, _saved, allowance=0.012, ladder="size",
+                           latency=_unmeasured)
     assert (mid["a:quant"], mid["a:rank_ratio"]) == ("w8", 0.5)
-    loose = seeding._greedy(knobs, _drop, _saved, allowance=0.015, speed=False)
+    loose = seeding._greedy(knobs, _drop, _saved, allowance=0.015, ladder="size",
+                             latency=_unmeasured)
     assert (loose["a:quant"], loose["a:rank_ratio"]) == ("w4", 0.5)
     assert sum(_drop(k, loose[k.key]) for k in knobs) <= 0.015
-    speed = seeding._greedy(knobs, _drop, _saved, allowance=0.05, speed=True)
+    speed = seeding._greedy(knobs, _drop, _saved, allowance=0.05, ladder="speed",
+                            latency=_unmeasured)
     assert speed["a:quant"] in ("float", "w8a8") and speed["b:quant"] in ("float", "w8a8")
     assert speed["emb:quant"] == "w8"      # no int8 compute there: any weight format
+
+
+def _unmeasured(knob, choice):
+    return None
+
+
+def test_measured_format_latency_decides_the_speed_and_no_slower_seeds():
+    """A CNN on a CPU without VNNI: int8 convolution 12x slower than float, dequantizing
+    w8 3x slower, a w4 format rebuilt to float at load time as fast as float."""
+    ratios = {"w8a8": 12.0, "w8": 3.0, "w4": 1.0}
+
+    def latency(knob, choice):
+        return ratios.get(choice)
+
+    knobs = seeding.shape(_knobs(), _drop, 1.0)
+    speed = seeding._greedy(knobs, _drop, _saved, 0.05, "speed", latency)
+    assert (speed["a:quant"], speed["b:quant"]) == ("float", "float")   # nothing faster here
+    assert speed["emb:quant"] == "w8"      # no int8 kernel on the embedding: any format
+    no_slower = seeding._greedy(knobs, _drop, _saved, 0.05, "no slower", latency)
+    assert no_slower["a:quant"] == "w4" and no_slower["emb:quant"] == "float"
+    seeds = seeding.seed_params(knobs, _drop, _saved, 1.0, latency)
+    assert no_slower in seeds and speed in seeds
 
 
 def test_seeds_are_enqueued_after_the_first_anchors_and_leave_room_for_the_sampler():
@@ -116,6 +141,12 @@ def test_sensitivity_measures_each_choice_alone_and_is_cached(tmp_path, monkeypa
     prune = next(k for k in knobs if k.name == "prune_ratio")
     assert result.drop(prune, 0.75) > result.drop(prune, 0.25) - 0.01
     assert result.saved_bytes(fc1_w2, "w8") == pytest.approx(64 * 128 * 3)   # 24 of 32 bits
+    # every weight format timed model-wide against float
+    formats = {f"{k.name}:{sensitivity.choice_key(c)}" for k in knobs
+               if k.name in sensitivity.WEIGHT for c in k.choices[1:]}
+    assert set(result.format_latency) == formats
+    assert all(0 < r < 100 for r in result.format_latency.values())
+    assert result.latency_ratio(fc1_w2, "w8a8") == result.format_latency['quant:"w8a8"']
     # the same model again: read from the cache, not measured again
     files = list((tmp_path / "sensitivity").glob("*.json"))
     assert len(files) == 1
@@ -152,6 +183,42 @@ def test_proxy_build_trains_less_into_its_own_artifact(tmp_path):
     assert len(list(tmp_path.glob("*-proxy.onnx"))) == 1
     plain = evaluator.evaluate(Plan({"fc1": {"quant": "w4"}}), proxy=True)
     assert plain.fidelity == "full"                     # nothing to scale
+
+
+class _Proxy:
+    """The numbers a proxy evaluation hands to the promotion rule."""
+
+    def __init__(self, quality, latency_s, size_bytes):
+        self.quality, self._values = quality, {"quality": quality, "latency_s": latency_s,
+                                                "size_bytes": size_bytes}
+
+    def objective(self, name):
+        return self._values[name]
+
+
+def _full(number, values, constraints=None):
+    trial = optuna.trial.create_trial(values=list(values), constraints=constraints or {},
+                                      user_attrs={"metrics": {"fidelity": "full",
+                                                              "quality": values[0]}})
+    trial.number = number
+    return trial
+
+
+def test_promotion_skips_proxies_below_half_the_best_feasible_quality():
+    from autocompress.search.fidelity import USEFUL_QUALITY, promising
+
+    assert USEFUL_QUALITY == hypervolume.REFERENCE[0]
+    baseline = _full(0, (0.99, 1e-3, 300_000))
+    tiny_and_broken = _Proxy(0.30, 0.5e-3, 10_000)   # smaller and faster than anything so far
+    promote, why = promising(tiny_and_broken, [baseline], Budget())
+    assert not promote and "below 0.5 of the best feasible quality 0.9900" in why
+    # a budget nothing good fits: the rule is off, non-dominated proxies are promoted
+    budget = Budget(max_size_bytes=20_000)
+    infeasible = _full(0, (0.99, 1e-3, 300_000), {"size": 14.0})
+    promote, why = promising(tiny_and_broken, [infeasible], budget)
+    assert promote and why.startswith("non-dominated")
+    # above the floor and non-dominated: promoted
+    assert promising(_Proxy(0.60, 0.5e-3, 10_000), [baseline], Budget())[0]
 
 
 def test_search_promotes_only_promising_proxies_and_keeps_them_off_the_front(tmp_path):

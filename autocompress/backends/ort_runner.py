@@ -40,12 +40,14 @@ class LatencyMeasurement:
         return asdict(self)
 
 
-def make_session(path: Path | str, threads: int = 2) -> ort.InferenceSession:
+def make_session(model: Path | str | bytes, threads: int = 2) -> ort.InferenceSession:
+    """A CPU session on a model file, or on serialized model bytes."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def run_batches(session: ort.InferenceSession, batches: Sequence[dict]) -> list[list[np.ndarray]]:

@@ -8,7 +8,8 @@ evaluation unless it could not matter even if full training raised its quality b
 fully evaluated feasible trial dominates it. ``margin`` learns from the promotions so far
 (the ``MARGIN_QUANTILE`` percentile of the observed gains, full minus proxy quality: the
 largest gains come from training rescuing a broken model, which stays dominated anyway),
-never below ``MARGIN_FLOOR`` of the best quality seen. A dominated proxy stays dominated, so it can never reach the final front.
+never below ``MARGIN_FLOOR`` of the best quality seen. A proxy that stays below half the
+best feasible quality even with the margin is not promoted either. A dominated proxy stays dominated, so it can never reach the final front.
 """
 from __future__ import annotations
 
@@ -18,10 +19,15 @@ import numpy as np
 
 from optuna.trial import FrozenTrial, TrialState
 
+from .hypervolume import REFERENCE
 from .objectives import Budget
 from .pareto import dominates
 
 MARGIN_FLOOR = 0.05
+USEFUL_QUALITY = REFERENCE[0]
+"""A proxy that even with the margin keeps less than this fraction of the best feasible
+quality is not promoted: nobody deploys it, and the hypervolume's reference point leaves
+it out. While no feasible trial has quality (a very tight budget), this rule is off."""
 MARGIN_QUANTILE = 75
 PROXY_QUALITY = "proxy_quality"     # trial user attr: the proxy's quality of a promoted trial
 
@@ -43,12 +49,16 @@ def promising(metrics, trials: Sequence[FrozenTrial], budget: Budget) -> tuple[b
     optimistic = metrics.quality + gain
     if budget.min_quality is not None and optimistic < budget.min_quality:
         return False, f"proxy quality + margin {gain:.4f} stays below the minimum"
+    feasible = [t for t in trials
+                if t.state == TrialState.COMPLETE and t.values is not None
+                and t.user_attrs.get("metrics", {}).get("fidelity", "full") == "full"
+                and not any(v > 0 for v in t.constraints.values())]
+    best = max((t.values[0] for t in feasible), default=None)
+    if best is not None and best > 0 and optimistic < USEFUL_QUALITY * best:
+        return False, (f"proxy quality + margin {gain:.4f} stays below {USEFUL_QUALITY:g} of the "
+                       f"best feasible quality {best:.4f}")
     values = (optimistic, metrics.objective("latency_s"), metrics.objective("size_bytes"))
-    for t in trials:
-        if (t.state != TrialState.COMPLETE or t.values is None
-                or t.user_attrs.get("metrics", {}).get("fidelity", "full") != "full"
-                or any(v > 0 for v in t.constraints.values())):
-            continue
+    for t in feasible:
         if dominates(t.values, values):
             return False, f"trial {t.number} dominates it even with a quality margin of {gain:.4f}"
     return True, f"non-dominated with a quality margin of {gain:.4f}"

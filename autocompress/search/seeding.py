@@ -8,8 +8,16 @@ see ``autocompress.sensitivity``), so this module knows nothing of models.
   choice ("leave as is") always stays.
 - **Seeding**: for a ladder of total quality-drop allowances, a greedy multiple-choice
   knapsack picks per unit the choices with the most bytes saved per quality lost, assuming
-  drops add up. Two ladders: "size" (any choice) and "speed" (compute layers only get int8
-  compute, ``w8a8``, or stay float; no weight format that is rebuilt to float at run time).
+  drops add up. Three kinds of seed, by which weight formats they may use (the sensitivity
+  analysis times each format on the whole model against float, on this host):
+
+  - "size": any choice;
+  - "speed": layers with int8 kernels only take formats measured faster than float
+    (``FASTER``; unmeasured: ``FAST_QUANT``), other layers any choice;
+  - "no slower": every layer only takes formats measured at most ``NO_SLOWER`` times
+    float (a palette or packed codes rebuilt to float when the session loads runs at
+    float speed; ONNX Runtime's int8 convolution on a CPU without VNNI does not).
+
   The seeds are enqueued after the fixed anchors, so the sampler starts from good points.
 """
 from __future__ import annotations
@@ -27,9 +35,14 @@ LADDER = (0.002, 0.005, 0.01, 0.02, 0.05)
 
 WEIGHT_KNOBS = ("quant", "sparsity", "clusters")
 FAST_QUANT = ("float", "w8a8", "w8a8c")
+FASTER = 0.95
+NO_SLOWER = 1.10
+"""Latency ratios to float: "faster" needs a 5% gain, "no slower" allows 10% (timing noise)."""
+LADDERS = ("size", "speed", "no slower")
 
 DropFn = Callable[[Knob, object], "float | None"]
 SavedFn = Callable[[Knob, object], "float | None"]
+LatencyFn = Callable[[Knob, object], "float | None"]
 
 
 def shape(knobs: Sequence[Knob], drop: DropFn, base_quality: float) -> list[Knob]:
@@ -45,8 +58,9 @@ def shape(knobs: Sequence[Knob], drop: DropFn, base_quality: float) -> list[Knob
 
 
 def seed_params(knobs: Sequence[Knob], drop: DropFn, saved: SavedFn,
-                base_quality: float) -> list[dict]:
-    """Greedy seed plans (Optuna params) along both ladders, smallest allowance first.
+                base_quality: float, latency: LatencyFn | None = None) -> list[dict]:
+    """Greedy seed plans (Optuna params), smallest allowance first, each allowance in the
+    order of ``LADDERS``. ``latency``: a weight format's measured latency ratio to float.
 
     Every choice costs at least the measurement's resolution (the smallest non-zero drop
     measured): a choice that measured "free" on a few hundred examples is not free in
@@ -59,24 +73,30 @@ def seed_params(knobs: Sequence[Knob], drop: DropFn, saved: SavedFn,
         return None if d is None else max(d, floor)
 
     seeds = []
-    for speed in (False, True):
-        for fraction in LADDER:
-            params = _greedy(knobs, floored, saved, fraction * abs(base_quality), speed)
+    for fraction in LADDER:
+        for ladder in LADDERS:
+            params = _greedy(knobs, floored, saved, fraction * abs(base_quality), ladder,
+                             latency or (lambda knob, choice: None))
             if params not in seeds:
                 seeds.append(params)
     return seeds
 
 
-def _allowed(knob: Knob, choice, speed: bool, fast_units: set[str]) -> bool:
-    if not speed or knob.unit not in fast_units:
+def _allowed(knob: Knob, choice, ladder: str, fast_units: set[str], latency: LatencyFn) -> bool:
+    if ladder == "size" or knob.name not in WEIGHT_KNOBS:
         return True
-    if knob.name == "quant":
-        return choice in FAST_QUANT
-    return knob.name not in WEIGHT_KNOBS     # sparsity / clusters are rebuilt to float
+    ratio = latency(knob, choice)
+    if ladder == "no slower":
+        return ratio is not None and ratio <= NO_SLOWER
+    if knob.unit not in fast_units:
+        return True
+    if ratio is not None:
+        return ratio <= FASTER
+    return knob.name == "quant" and choice in FAST_QUANT   # unmeasured: int8 compute only
 
 
 def _greedy(knobs: Sequence[Knob], drop: DropFn, saved: SavedFn, allowance: float,
-            speed: bool) -> dict:
+            ladder: str, latency: LatencyFn) -> dict:
     """Multiple-choice knapsack by best saving per unit of drop; one weight choice and one
     structural choice per unit (their savings do not simply add on the same layer)."""
     fast_units = {k.unit for k in knobs if k.name == "quant" and "w8a8" in k.choices}
@@ -85,7 +105,8 @@ def _greedy(knobs: Sequence[Knob], drop: DropFn, saved: SavedFn, allowance: floa
         group = (knob.unit, "weight" if knob.name in WEIGHT_KNOBS else "structure")
         for choice in knob.choices[1:]:
             d, s = drop(knob, choice), saved(knob, choice)
-            if d is None or s is None or s <= 0 or not _allowed(knob, choice, speed, fast_units):
+            if (d is None or s is None or s <= 0
+                    or not _allowed(knob, choice, ladder, fast_units, latency)):
                 continue
             options.setdefault(group, []).append((knob, choice, max(d, 0.0), s))
     chosen: dict[tuple[str, str], tuple[Knob, object, float, float]] = {}
