@@ -65,6 +65,7 @@ class SearchConfig:
     multi_fidelity: bool = True         # proxy (scaled training) first, full if promising
     sampler: str = "tpe"                # tpe (ours) | random | nsga2 (benchmark baselines)
     anchors: bool = True                # enqueue the anchor plans (search/space.py)
+    study: str = "autocompress"         # study name: several searches can share one storage
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -194,7 +195,7 @@ STUDY_NAME = "autocompress"
 
 def _run(config, run_dir, profile, workload, progress) -> SearchResult:
     knobs, seeds, sensitivity = search_space(config, workload, progress)
-    study = open_study(config.storage, STUDY_NAME, config.seed, config.trials, knobs, seeds,
+    study = open_study(config.storage, config.study, config.seed, config.trials, knobs, seeds,
                        config.sampler, config.anchors)
     if sensitivity is not None and "sensitivity" not in study.user_attrs:
         study.set_user_attr("sensitivity", sensitivity.to_dict())
@@ -223,7 +224,7 @@ def search_space(config: SearchConfig, workload: Workload, progress=None):
     knobs = discover_knobs(workload)
     if not config.sensitivity or workload.model is None:
         return knobs, [], None
-    stored = stored_sensitivity(config.storage)
+    stored = stored_sensitivity(config.storage, config.study)
     if stored is not None:
         analysis = sens.Sensitivity.from_dict(stored)
     else:
@@ -233,11 +234,11 @@ def search_space(config: SearchConfig, workload: Workload, progress=None):
         analysis = sens.analyse(workload, knobs)
     shaped = seeding.shape(knobs, analysis.drop, analysis.base_quality)
     seeds = seeding.seed_params(shaped, analysis.drop, analysis.saved_bytes,
-                                analysis.base_quality)
+                                analysis.base_quality, analysis.latency_ratio)
     return shaped, seeds, analysis
 
 
-def stored_sensitivity(storage: str | None) -> dict | None:
+def stored_sensitivity(storage: str | None, study_name: str = STUDY_NAME) -> dict | None:
     """The sensitivity a study was created with (None: no such study yet)."""
     import optuna
 
@@ -246,7 +247,7 @@ def stored_sensitivity(storage: str | None) -> dict | None:
     if storage is None:
         return None
     try:
-        study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(storage))
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:
         return None
     return study.user_attrs.get("sensitivity")

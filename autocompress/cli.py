@@ -31,6 +31,9 @@ def _build_parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--out", help="run folder (default results/<run-id>)")
     search.add_argument("--storage", help="Optuna storage URL (default: SQLite in the run folder)")
+    search.add_argument("--study", default="autocompress",
+                        help="study name in --storage (default autocompress): several searches "
+                             "can share one database")
     search.add_argument("--resume", metavar="RUN", help="continue the search in run folder RUN")
     search.add_argument("--rpc-tracker", metavar="HOST:PORT",
                         help="TVM RPC tracker: measure candidates on the boards registered there")
@@ -126,7 +129,7 @@ def _search(args, argv, console: Console) -> int:
             storage=args.storage, command=["autocompress", *argv],
             rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
             sensitivity=not args.no_sensitivity, multi_fidelity=not args.no_multi_fidelity, workers=args.workers,
-            cost=args.cost)
+            cost=args.cost, study=args.study)
         if args.budget:
             console.print(f"budget: {args.budget} = {budget.max_size_bytes:,} bytes "
                           "(MB/KB/GB are powers of 10; MiB/KiB/GiB powers of 2)")

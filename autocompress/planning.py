@@ -72,11 +72,11 @@ def plan(config: PlanConfig, progress: Callable | None = None) -> PlanResult:
 
 
 def complete_trials(document: dict) -> list:
-    import optuna
     from optuna.trial import TrialState
 
-    study = optuna.load_study(study_name=document["study"]["name"],
-                              storage=document["study"]["storage"])
+    from .search.storage import load_study
+
+    study = load_study(document["study"]["storage"], document["study"]["name"])
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if "metrics" in t.user_attrs]
 

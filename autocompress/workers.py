@@ -94,10 +94,10 @@ def limited_threads(evaluator, threads: int):
 def run_here(study, config, knobs, evaluator, callbacks, run_dir: Path) -> None:
     """The search process's part: start N-1 local workers, work alongside them, then wait
     until every trial (theirs and any remote worker's) is finished."""
-    from .api import STUDY_NAME, work_on
+    from .api import work_on
 
     threads = threads_per_worker(config.workers)
-    workers = [_spawn(config.storage, STUDY_NAME, k, config.seed + k, threads, run_dir)
+    workers = [_spawn(config.storage, config.study, k, config.seed + k, threads, run_dir)
                for k in range(1, config.workers)]
     try:
         with limited_threads(evaluator, threads):

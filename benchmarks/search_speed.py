@@ -17,10 +17,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import optuna  # noqa: E402
-
 from autocompress import api  # noqa: E402
 from autocompress.search.objectives import Budget  # noqa: E402
+from autocompress.search.storage import load_study  # noqa: E402
 from autocompress.workloads import load_workload  # noqa: E402
 
 PHASES = ("apply", "export", "quality", "latency", "predict")
@@ -40,7 +39,7 @@ def measure(model: str, trials: int, budget: int, target: str) -> dict:
         except api.InfeasibleError:
             document = json.loads(Path(f"{tmp}/run/pareto.json").read_text())
         wall = time.perf_counter() - start
-        study = optuna.load_study(study_name="autocompress", storage=document["study"]["storage"])
+        study = load_study(document["study"]["storage"], document["study"]["name"])
         timed = [t.user_attrs["metrics"]["timings_s"] for t in study.trials
                  if "metrics" in t.user_attrs and not t.user_attrs.get("reused_from_cache")]
     split = {p: statistics.median(t[p] for t in timed) for p in PHASES}

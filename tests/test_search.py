@@ -63,6 +63,22 @@ def _finished(storage: str, attempts: int = 5) -> list:
     return []
 
 
+def test_two_searches_share_one_storage_under_their_own_study_names(tmp_path):
+    from autocompress.planning import complete_trials
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    documents = {}
+    for name, trials in (("first", 3), ("second", 4)):
+        config = api.SearchConfig(model=TINY, target="host", trials=trials, study=name,
+                                  storage=storage, out=str(tmp_path / name))
+        documents[name] = api.search(config).document
+    summaries = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
+    assert summaries == {"first": 3, "second": 4}
+    for name, trials in (("first", 3), ("second", 4)):
+        assert documents[name]["study"]["name"] == name
+        assert len(complete_trials(documents[name])) == trials
+
+
 def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):
     run_dir = tmp_path / "run"
     storage = f"sqlite:///{run_dir / 'study.db'}"
