@@ -266,3 +266,28 @@ def test_static_calibration_composes_with_an_exit(tmp_path):
         out, flag = session.run(None, {**workload.example,
                                        "exit_threshold": np.array(value, np.float32)})
         assert bool(flag) == (value < 0) and np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("make", [lambda: _transformer_workload(False), _cnn_workload])
+def test_exit_with_random_other_knobs_loads_and_runs_both_paths(tmp_path, make):
+    """An exit combined with any weight and structural knobs (one report once had a rest
+    segment with clashing node names) is a valid model that runs down both branches."""
+    import random
+
+    from autocompress.api import discover_knobs
+    from autocompress.search.space import params_to_plan
+
+    workload, rng = make(), random.Random(0)
+    knobs = discover_knobs(workload)
+    exit_after = next(k for k in knobs if k.name == "exit_after")
+    for i in range(6):
+        params = {k.key: rng.choice(k.choices) for k in knobs
+                  if k.name not in ("exit_after", "distill_steps", "replace")}
+        params[exit_after.key] = rng.choice(exit_after.choices[1:])
+        plan = params_to_plan(params, knobs)
+        session = ort_runner.make_session(apply_plan(plan, workload, tmp_path / f"{i}.onnx").path)
+        for value in (-np.inf, np.inf):
+            out, flag = session.run(None, {**workload.example,
+                                           "exit_threshold": np.array(value, np.float32)})
+            assert bool(flag) == (value < 0), plan.to_json()
+            assert out.shape[0] == 1

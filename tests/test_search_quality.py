@@ -117,6 +117,23 @@ def test_measured_format_latency_decides_the_speed_and_no_slower_seeds():
     assert no_slower in seeds and speed in seeds
 
 
+def test_bolder_seeds_take_the_most_distillation_and_come_last():
+    knobs = seeding.shape(_knobs(), _drop, 1.0) + [Knob("", "distill_steps", (0, 50, 200),
+                                                        "knowledge distillation")]
+    def drop(knob, choice):                # distillation is never measured
+        return 0.0 if choice == knob.choices[0] else DROPS.get(knob.key, {}).get(choice)
+
+    def saved(knob, choice):
+        return 0.0 if choice == knob.choices[0] else SAVED.get(knob.key, {}).get(choice)
+
+    seeds = seeding.seed_params(knobs, drop, saved, 1.0, lambda k, c: 1.0)
+    distilled = [s for s in seeds if s[":distill_steps"] == 200]
+    assert distilled and seeds[-len(distilled):] == distilled
+    assert all(s[":distill_steps"] == 0 for s in seeds[:-len(distilled)])
+    bold = distilled[-1]                   # 0.2 of the quality: rank 0.5 and w4 both fit
+    assert (bold["a:quant"], bold["a:rank_ratio"]) == ("w4", 0.5)
+
+
 def test_seeds_are_enqueued_after_the_first_anchors_and_leave_room_for_the_sampler():
     anchors = [{"x": 0}, {"x": 9}, {"x": 1}, {"x": 2}]
     seeds = [{"x": 5}, {"x": 1}, {"x": 6}]

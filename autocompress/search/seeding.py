@@ -18,6 +18,7 @@ see ``autocompress.sensitivity``), so this module knows nothing of models.
     float (a palette or packed codes rebuilt to float when the session loads runs at
     float speed; ONNX Runtime's int8 convolution on a CPU without VNNI does not).
 
+  Last come bolder seeds (``RECOVERY_LADDER``) that also take the most distillation steps.
   The seeds are enqueued after the fixed anchors, so the sampler starts from good points.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from ..compression.knobs import Knob
+from ..compression.plan import DISTILL_STEPS
 
 CATASTROPHIC = 0.25
 """A choice whose drop alone exceeds this fraction of the baseline quality is removed."""
@@ -39,6 +41,10 @@ FASTER = 0.95
 NO_SLOWER = 1.10
 """Latency ratios to float: "faster" needs a 5% gain, "no slower" allows 10% (timing noise)."""
 LADDERS = ("size", "speed", "no slower")
+RECOVERY_LADDER = (0.1, 0.2)
+"""Bolder allowances for seeds that also take the most distillation steps the space offers
+(drops measured without training overstate what is left after recovery training); they
+come after all the others, and as plans that train they are built as proxies first."""
 
 DropFn = Callable[[Knob, object], "float | None"]
 SavedFn = Callable[[Knob, object], "float | None"]
@@ -77,6 +83,14 @@ def seed_params(knobs: Sequence[Knob], drop: DropFn, saved: SavedFn,
         for ladder in LADDERS:
             params = _greedy(knobs, floored, saved, fraction * abs(base_quality), ladder,
                              latency or (lambda knob, choice: None))
+            if params not in seeds:
+                seeds.append(params)
+    recovery = next((k for k in knobs if k.name == DISTILL_STEPS), None)
+    for fraction in RECOVERY_LADDER if recovery is not None else ():
+        for ladder in ("no slower", "size"):
+            params = _greedy(knobs, floored, saved, fraction * abs(base_quality), ladder,
+                             latency or (lambda knob, choice: None))
+            params[recovery.key] = max(recovery.choices)
             if params not in seeds:
                 seeds.append(params)
     return seeds
