@@ -9,6 +9,10 @@ score is measured on its evaluation set (a perturbation analysis; no Hessian app
   what the artifact would store (:mod:`compression.fake_quant`, the QAT machinery), ``w8a8``
   with ONNX Runtime's dynamic activation quantization simulated.
 
+Each weight format is also applied to every weight that offers it and the whole model timed
+on ONNX Runtime against float (round-robin, so drift hits all alike): whether a format is
+faster, as fast or slower here decides which seeds may use it.
+
 Knobs that train (``replace``, ``distill_steps``), whole-model knobs (``calibration``,
 ``vocab``, early exit) and ONNX-file workloads are not measured: the search treats them as
 before. The result (seconds to a few minutes) is cached per model in
@@ -245,13 +249,10 @@ class _Probe:
             if knob.name not in WEIGHT:
                 continue
             for choice in knob.choices[1:]:
-                settings = {QUANT: "float", SPARSITY: 0.0, CLUSTERS: 0, knob.name: choice}
-                plan = WeightPlan(settings[QUANT], float(settings[SPARSITY]),
-                                  int(settings[CLUSTERS]))
+                plan = _weight_plan(knob, choice)
                 weights = formats.setdefault(format_key(knob.name, choice), {})
                 weights.update({init: plan for init in self.units.get(knob.unit, [])})
-        sessions = {"": ort_runner.make_session(self.proto.SerializeToString(),
-                                                           self.threads)}
+        sessions = {"": ort_runner.make_session(self.proto.SerializeToString(), self.threads)}
         for key, weights in formats.items():
             proto = onnx.ModelProto.FromString(self.proto.SerializeToString())
             try:
@@ -285,10 +286,9 @@ class _Probe:
         return n * (32 - _stored_bits(knob.name, choice)) / 8
 
     def _weight_quality(self, knob: Knob, choice) -> float | None:
-        from .compression.weight_storage import WeightPlan, compress_weights
+        from .compression.weight_storage import compress_weights
 
-        settings = {QUANT: "float", SPARSITY: 0.0, CLUSTERS: 0, knob.name: choice}
-        plan = WeightPlan(settings[QUANT], float(settings[SPARSITY]), int(settings[CLUSTERS]))
+        plan = _weight_plan(knob, choice)
         weights = {init: plan for init in self.units.get(knob.unit, [])}
         if not weights:
             return None
@@ -389,6 +389,14 @@ def _stored_weights(model, targets):
             hook.remove()
         for module, weight in saved:
             module.weight.data.copy_(weight)
+
+
+def _weight_plan(knob: Knob, choice):
+    """The storage of one weight with only this weight knob changed."""
+    from .compression.weight_storage import WeightPlan
+
+    settings = {QUANT: "float", SPARSITY: 0.0, CLUSTERS: 0, knob.name: choice}
+    return WeightPlan(settings[QUANT], float(settings[SPARSITY]), int(settings[CLUSTERS]))
 
 
 def _n_params(model) -> int:

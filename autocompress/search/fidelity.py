@@ -9,7 +9,8 @@ fully evaluated feasible trial dominates it. ``margin`` learns from the promotio
 (the ``MARGIN_QUANTILE`` percentile of the observed gains, full minus proxy quality: the
 largest gains come from training rescuing a broken model, which stays dominated anyway),
 never below ``MARGIN_FLOOR`` of the best quality seen. A proxy that stays below half the
-best feasible quality even with the margin is not promoted either. A dominated proxy stays dominated, so it can never reach the final front.
+best feasible quality even with the margin is not promoted either. A dominated proxy stays
+dominated, so it can never reach the final front.
 """
 from __future__ import annotations
 
