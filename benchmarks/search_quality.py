@@ -250,16 +250,19 @@ def write(results: list[dict], args, out: Path) -> None:
 
 
 def render(args) -> None:
-    """Merge separate runs (e.g. one per workload) into one set of result files."""
+    """Merge separate runs (e.g. one per workload) into one set of result files; where two
+    files hold the same workload, the later file's run is kept (in the first one's place)."""
     docs = [json.loads(Path(p).read_text()) for p in args.render]
     first = argparse.Namespace(**docs[0]["args"])
+    merged = {}
     for doc in docs:
         for r in doc["results"]:
             r["run_args"] = doc["args"]
             if r["hypervolume"].get("random", {}).get("median") == 0:   # runs before the fix
                 r["goals"]["hv_vs_random_at_trials"] = \
                     "random search has no point in the reference box"
-    write([r for doc in docs for r in doc["results"]], first, Path(args.out))
+            merged[r["workload"]] = r
+    write(list(merged.values()), first, Path(args.out))
 
 
 def main() -> None:
