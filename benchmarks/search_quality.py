@@ -319,6 +319,7 @@ def main() -> None:
             rows = base_future.result()
         result = analyse(workload, rows, runs, trials, long)
         result["sensitivity_seconds"] = analysis.seconds if analysis else None
+        result["format_latency"] = analysis.format_latency if analysis else None
         result["sensitivity_wall_this_run_s"] = sens_s
         results.append(result)
         print(markdown([result], args), flush=True)
