@@ -33,11 +33,11 @@ import numpy as np
 
 from .compression.knobs import Knob
 from .compression.plan import (CLUSTERS, DECOMP, DROP, PRUNE_RATIO, QUANT, QUANT_BITS,
-                               RANK_RATIO, SHARE, SPARSITY, Plan)
+                               RANK_RATIO, SHARE, SPARSITY, WEIGHT_KNOBS, Plan)
 from .paths import cache_dir
 
 STRUCTURAL = (PRUNE_RATIO, RANK_RATIO, DROP, SHARE, DECOMP)
-WEIGHT = (QUANT, SPARSITY, CLUSTERS)
+WEIGHT = WEIGHT_KNOBS
 METHOD = "one knob at a time on the uncompressed model; workload score on its evaluation set"
 VERSION = 5
 FORMAT_ROUNDS = 5
@@ -190,6 +190,7 @@ class _Probe:
         self.workload = workload
         self.model = compress_torch(Plan(), workload)       # BatchNorm folded, as exported
         self.proto = to_opset(export_onnx(self.model, workload))
+        self.proto_bytes = self.proto.SerializeToString()   # each probe edits a fresh copy
         self.units: dict[str, list[str]] = {}
         self.sizes = {i.name: int(np.prod(i.dims)) for i in self.proto.graph.initializer}
         for init, unit in match_initializers(self.proto, self.model).items():
@@ -252,9 +253,9 @@ class _Probe:
                 plan = _weight_plan(knob, choice)
                 weights = formats.setdefault(format_key(knob.name, choice), {})
                 weights.update({init: plan for init in self.units.get(knob.unit, [])})
-        sessions = {"": ort_runner.make_session(self.proto.SerializeToString(), self.threads)}
+        sessions = {"": ort_runner.make_session(self.proto_bytes, self.threads)}
         for key, weights in formats.items():
-            proto = onnx.ModelProto.FromString(self.proto.SerializeToString())
+            proto = onnx.ModelProto.FromString(self.proto_bytes)
             try:
                 data = compress_weights(proto, weights).SerializeToString()
                 sessions[key] = ort_runner.make_session(data, self.threads)
@@ -295,7 +296,7 @@ class _Probe:
         if self.use_onnx:
             import onnx
 
-            proto = onnx.ModelProto.FromString(self.proto.SerializeToString())
+            proto = onnx.ModelProto.FromString(self.proto_bytes)
             return self._score(self._onnx_outputs(compress_weights(proto, weights)))
         targets = [dataclasses.replace(t, plan=plan) for t in self._targets()
                    if t.init in weights]

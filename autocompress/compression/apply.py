@@ -25,7 +25,7 @@ from torch import nn
 from . import decompose, distill, lowrank, pruning, replace, structural, vocab
 from .knobs import factor_rank
 from .plan import (CALIBRATION, CLUSTERS, PRUNE_RATIO, QUANT, RANK_RATIO, SPARSITY, VOCAB,
-                   QUANT_BITS, WHOLE_MODEL, Plan)
+                   QUANT_BITS, WEIGHT_KNOBS, WHOLE_MODEL, Plan)
 from .quantize import to_opset, weight_initializers
 from .weight_storage import NO_CALIBRATION, WeightPlan, compress_weights
 
@@ -103,11 +103,8 @@ def _torch_stage_onnx(plan: Plan, workload, timings: dict) -> tuple[onnx.ModelPr
     rewrites the graph in place."""
     from . import fidelity
 
-    unknown = sorted(set(plan.units) - {name for name, _ in workload.model.named_modules()})
-    if unknown:
-        raise PlanError(f"plan names units the model does not have: {unknown[:5]}")
-    weight_knobs = {QUANT, SPARSITY, CLUSTERS, CALIBRATION}
-    stage = {u: {k: v for k, v in knobs.items() if k not in weight_knobs}
+    _check_units(plan, workload.model)
+    stage = {u: {k: v for k, v in knobs.items() if k not in (*WEIGHT_KNOBS, CALIBRATION)}
              for u, knobs in plan.units.items()}
     key = (Plan({u: k for u, k in stage.items() if k}).digest(), fidelity.scale())
     cache = _EXPORTS.setdefault(workload.model, OrderedDict())
@@ -127,6 +124,12 @@ def _torch_stage_onnx(plan: Plan, workload, timings: dict) -> tuple[onnx.ModelPr
     return copy_, dict(units)
 
 
+def _check_units(plan: Plan, model: nn.Module) -> None:
+    unknown = sorted(set(plan.units) - {name for name, _ in model.named_modules()})
+    if unknown:
+        raise PlanError(f"plan names units the model does not have: {unknown[:5]}")
+
+
 def _check_weight_plans(weights: dict, calibration: str) -> None:
     from .calibration import CALIBRATION_METHODS
 
@@ -141,7 +144,7 @@ def _check_weight_plans(weights: dict, calibration: str) -> None:
 
 
 def _structural_units(plan: Plan) -> set[str]:
-    return {u for u, knobs in plan.units.items() if not set(knobs) & {QUANT, SPARSITY, CLUSTERS}}
+    return {u for u, knobs in plan.units.items() if not set(knobs) & set(WEIGHT_KNOBS)}
 
 
 def compress_torch(plan: Plan, workload) -> nn.Module:
@@ -149,9 +152,7 @@ def compress_torch(plan: Plan, workload) -> nn.Module:
     model = copy.deepcopy(workload.model).eval()
     args = [torch.from_numpy(workload.example[n]) for n in workload.input_names]
     modules = dict(model.named_modules())
-    unknown = sorted(set(plan.units) - set(modules))
-    if unknown:
-        raise PlanError(f"plan names units the model does not have: {unknown[:5]}")
+    _check_units(plan, model)
     plan = structural.resolve(plan)   # conflicting knobs: precedence in compression/structural.py
     _apply_vocab(model, plan, workload, args)
     heads = set(pruning.attention_units(model))

@@ -31,6 +31,9 @@ EXIT_AFTER = "exit_after"      # "none" | "<container>.<k>": early exit after bl
 EXIT_THRESHOLD = "exit_threshold"  # exit when confidence (or consecutive-exit cosine) >= this
 WHOLE_MODEL = ""              # unit name of model-wide knobs (the root module's name)
 
+WEIGHT_KNOBS = (QUANT, SPARSITY, CLUSTERS)
+"""Knobs that change how a weight is stored in the ONNX file, not the torch model."""
+
 QUANT_BITS = {"float": (32, 32), "w16": (16, 32), "w8": (8, 32), "w4": (4, 32),
               "w3": (3, 32), "w2": (2, 32), "w8a8": (8, 8), "w8a8c": (8, 8)}
 """quant choice -> (weight bits, activation bits)."""

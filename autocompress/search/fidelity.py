@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .hypervolume import REFERENCE
 from .objectives import Budget
-from .pareto import dominates
+from .pareto import dominates, is_feasible, is_final
 
 MARGIN_FLOOR = 0.05
 USEFUL_QUALITY = REFERENCE[0]
@@ -50,10 +50,8 @@ def promising(metrics, trials: Sequence[FrozenTrial], budget: Budget) -> tuple[b
     optimistic = metrics.quality + gain
     if budget.min_quality is not None and optimistic < budget.min_quality:
         return False, f"proxy quality + margin {gain:.4f} stays below the minimum"
-    feasible = [t for t in trials
-                if t.state == TrialState.COMPLETE and t.values is not None
-                and t.user_attrs.get("metrics", {}).get("fidelity", "full") == "full"
-                and not any(v > 0 for v in t.constraints.values())]
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
+                and is_feasible(t) and is_final(t)]
     best = max((t.values[0] for t in feasible), default=None)
     if best is not None and best > 0 and optimistic < USEFUL_QUALITY * best:
         return False, (f"proxy quality + margin {gain:.4f} stays below {USEFUL_QUALITY:g} of the "

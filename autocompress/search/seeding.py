@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from ..compression.knobs import Knob
-from ..compression.plan import DISTILL_STEPS
+from ..compression.plan import DISTILL_STEPS, WEIGHT_KNOBS
 
 CATASTROPHIC = 0.25
 """A choice whose drop alone exceeds this fraction of the baseline quality is removed."""
@@ -35,7 +35,6 @@ CATASTROPHIC = 0.25
 LADDER = (0.002, 0.005, 0.01, 0.02, 0.05)
 """Total quality-drop allowances of the seed plans, as fractions of the baseline quality."""
 
-WEIGHT_KNOBS = ("quant", "sparsity", "clusters")
 FAST_QUANT = ("float", "w8a8", "w8a8c")
 FASTER = 0.95
 NO_SLOWER = 1.10
@@ -78,21 +77,19 @@ def seed_params(knobs: Sequence[Knob], drop: DropFn, saved: SavedFn,
         d = drop(knob, choice)
         return None if d is None else max(d, floor)
 
-    seeds = []
-    for fraction in LADDER:
-        for ladder in LADDERS:
-            params = _greedy(knobs, floored, saved, fraction * abs(base_quality), ladder,
-                             latency or (lambda knob, choice: None))
-            if params not in seeds:
-                seeds.append(params)
+    latency = latency or (lambda knob, choice: None)
     recovery = next((k for k in knobs if k.name == DISTILL_STEPS), None)
-    for fraction in RECOVERY_LADDER if recovery is not None else ():
-        for ladder in ("no slower", "size"):
-            params = _greedy(knobs, floored, saved, fraction * abs(base_quality), ladder,
-                             latency or (lambda knob, choice: None))
-            params[recovery.key] = max(recovery.choices)
-            if params not in seeds:
-                seeds.append(params)
+    steps = [(fraction, ladder, None) for fraction in LADDER for ladder in LADDERS]
+    if recovery is not None:
+        steps += [(fraction, ladder, max(recovery.choices))
+                  for fraction in RECOVERY_LADDER for ladder in ("no slower", "size")]
+    seeds = []
+    for fraction, ladder, distill in steps:
+        params = _greedy(knobs, floored, saved, fraction * abs(base_quality), ladder, latency)
+        if distill is not None:
+            params[recovery.key] = distill
+        if params not in seeds:
+            seeds.append(params)
     return seeds
 
 
