@@ -216,9 +216,20 @@ def test_conv_layers_take_every_technique(tmp_path):
     assert run_batches(make_session(art.path), workload.evaluation)[0][0].shape == (8, 10)
 
 
+def cpu_has_int8_dot_product():
+    """VNNI (AVX-512 or AVX) gives ORT u8s8 kernels that never saturate; AVX2 alone does not."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return True
+    return "avx512_vnni" in text or "avx_vnni" in text
+
+
 def test_per_channel_dynamic_int8_keeps_seven_bits_per_column(tmp_path, tiny):
     """w8a8c: ORT's dynamic int8 with one weight scale per output column, weights kept in
-    [-64, 64] (no u8s8 saturation on AVX2 without VNNI): closer to float than w8a8."""
+    [-64, 64]. On any CPU it stays within 1% of float; on AVX2 without VNNI, where w8a8's
+    u8s8 sums saturate, it is also closer to float than w8a8 (with VNNI the extra bit of
+    w8a8 wins, so that comparison holds only where saturation exists)."""
     ref = torch_outputs(tiny.model, tiny)
     errors = {}
     for quant in ("w8a8", "w8a8c"):
@@ -234,7 +245,9 @@ def test_per_channel_dynamic_int8_keeps_seven_bits_per_column(tmp_path, tiny):
         else:
             assert scale.shape == () and np.abs(q).max() == 127
         errors[quant] = float(np.abs(outputs(artifact.path, tiny) - ref).max())
-    assert errors["w8a8c"] < errors["w8a8"]
+    assert errors["w8a8c"] < 0.01 * float(np.abs(ref).max())
+    if not cpu_has_int8_dot_product():
+        assert errors["w8a8c"] < errors["w8a8"]
 
 
 def test_per_channel_dynamic_int8_is_offered_for_matmuls_only():
