@@ -8,6 +8,7 @@ held-out batches. A disagreement is an :class:`ExportError` (exit 2), never a wa
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -21,10 +22,10 @@ from .report.pareto_json import write_json_atomic
 
 FORMATS = ("onnx", "tvm")
 QUALITY_TOLERANCE = 1e-6
-TVM_TOLERANCE = 0.01
-"""Largest TVM-vs-ORT output difference, as a share of the output's range. Float models agree
-to ~1e-7; int8/int4 weight-only models differ by ~0.2% (ORT and TVM round dequantized
-convolutions differently), well below a change of decision."""
+TVM_TOLERANCE = 0.03
+"""Largest TVM-vs-ORT output difference on the board (run_model_tvm.py), as a share of the
+output's range: ORT's optimized weight-only int kernels differ from the dequantized math by up
+to 2.1% (backends/tvm_check.py); here the host check is stricter."""
 
 
 class ExportError(ValueError):
@@ -49,8 +50,30 @@ def export(run_dir: Path | str, pick: int, fmt: str = "onnx", target: str | None
     record = find_record(run_dir, document, pick)
     profile = _profile(document, target)
     out_dir = Path(out) if out else run_dir / "export" / f"{pick}-{fmt}-{profile.name}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with _cleanup_on_failure(out_dir):
+        return _export(run_dir, document, record, profile, fmt, out_dir)
 
+
+@contextlib.contextmanager
+def _cleanup_on_failure(out_dir: Path):
+    """A failed export removes every file it wrote (and the folder if it made it), so a
+    half-written folder never looks like a finished export."""
+    created = not out_dir.exists()
+    before = set(out_dir.iterdir()) if not created else set()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for path in set(out_dir.iterdir()) - before:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+
+
+def _export(run_dir: Path, document: dict, record: dict, profile, fmt: str,
+            out_dir: Path) -> ExportResult:
     from .workloads import load_workload
 
     workload = load_workload(document["config"]["model"])
@@ -65,7 +88,7 @@ def export(run_dir: Path | str, pick: int, fmt: str = "onnx", target: str | None
         result.files["tvm"], tvm_record = compile_tvm(model, profile, workload, out_dir)
         result.files["tvm_runner"] = out_dir / "run_model_tvm.py"
     write_json_atomic(out_dir / "export.json", {
-        "run": str(run_dir), "pick": pick, "format": fmt, "target": profile.name,
+        "run": str(run_dir), "pick": record["id"], "format": fmt, "target": profile.name,
         "plan": record["plan"], "plan_digest": record["plan_digest"],
         "artifact_sha256": record["artifact_sha256"],
         "quality": {"recorded": record["quality"], "re_measured": result.quality,
@@ -103,7 +126,8 @@ def find_record(run_dir: Path, document: dict, pick: int) -> dict:
                 m = t.user_attrs["metrics"]
                 return {"id": pick, "plan": t.user_attrs["plan"], "plan_digest": m["plan_digest"],
                         "artifact_sha256": m["artifact_sha256"], "quality": m["quality"],
-                        "quality_metric": m["quality_metric"], "artifact": None}
+                        "quality_metric": m["quality_metric"], "artifact": None,
+                        "fidelity": m.get("fidelity", "full")}
     ids = ", ".join(str(p["id"]) for p in document["front"]) or "none"
     raise ExportError(f"no complete trial {pick} in {run_dir} (front points: {ids})")
 
@@ -128,10 +152,13 @@ def _materialise(run_dir: Path, record: dict, workload, destination: Path) -> No
     if source is not None and source.is_file():
         shutil.copyfile(source, destination)
     else:
+        from .compression import fidelity
         from .compression.apply import apply_plan
         from .compression.plan import Plan
 
-        apply_plan(Plan.from_dict(record["plan"]), workload, destination)
+        # a proxy trial (not promoted) was built with its scaled training budget
+        with fidelity.proxy() if record.get("fidelity") == "proxy" else contextlib.nullcontext():
+            apply_plan(Plan.from_dict(record["plan"]), workload, destination)
     digest = sha256(destination)
     if digest != record["artifact_sha256"]:
         raise ExportError(f"exported artifact sha256 {digest[:16]}… differs from the search's "
@@ -140,11 +167,17 @@ def _materialise(run_dir: Path, record: dict, workload, destination: Path) -> No
 
 
 def check_quality(model: Path, workload, record: dict) -> float:
-    """Re-measure quality on the held-out batches; refuse if it is not the recorded one."""
+    """Re-measure quality on the held-out batches as the search did (an early-exit artifact
+    input by input: its exit decision is per input); refuse if it is not the recorded one."""
     from .backends import ort_runner
+    from .compression import exit_runtime
 
-    session = ort_runner.make_session(model)
-    quality = workload.score(ort_runner.run_batches(session, workload.evaluation)).value
+    session = ort_runner.make_session(model, ort_runner.TimingConfig().threads)
+    if exit_runtime.is_early_exit(session):
+        outputs, _ = exit_runtime.run_per_input(session, workload.evaluation)
+    else:
+        outputs = ort_runner.run_batches(session, workload.evaluation)
+    quality = workload.score(outputs).value
     if not math.isclose(quality, record["quality"], rel_tol=QUALITY_TOLERANCE,
                         abs_tol=QUALITY_TOLERANCE):
         raise ExportError(f"exported model scores {quality:.6f} but the search recorded "
@@ -233,8 +266,9 @@ def flat(out):
 
 outputs = flat(vm["main"](*args))
 for name, got, want in zip(names["outputs"], outputs, expected):
+    got, want = got.astype(np.float64), want.astype(np.float64)   # bool exit flags too
     share = np.abs(got - want).max() / max(np.abs(want).max(), 1e-12)   # of the output's range
-    assert got.shape == want.shape and share <= 0.01, f"{name}: differs by {share:.2%}"
+    assert got.shape == want.shape and share <= 0.03, f"{name}: differs by {share:.2%}"
 times = []
 for _ in range(30):
     start = time.perf_counter()
@@ -247,7 +281,8 @@ print(f"outputs match the export's record; median latency {statistics.median(tim
 
 def compile_tvm(model: Path, profile, workload, out_dir: Path) -> tuple[Path, dict]:
     """TVM library for the target (cross-compiled for aarch64 boards), checked where it can
-    run: on this machine its outputs must match ONNX Runtime's on the example input."""
+    run: on this machine its outputs must match ONNX Runtime's on the evaluation batches
+    (``backends.tvm_check``)."""
     from .backends import tvm_compile
 
     names = json.loads((out_dir / "io_names.json").read_text())
@@ -260,18 +295,14 @@ def compile_tvm(model: Path, profile, workload, out_dir: Path) -> tuple[Path, di
               "target": compiled.target.description, "machine": tvm_compile.elf_machine(compiled.path),
               "cross_compiler": compiled.target.cross_compiler, "tuned": compiled.tuned}
     if compiled.target.runs_here:
-        with np.load(out_dir / "expected_outputs.npz", allow_pickle=False) as data:
-            expected = [data[f"output_{i}"] for i in range(len(names["outputs"]))]
-        got = tvm_compile.run_local(compiled.path, dict(workload.example), names["inputs"])
-        worst = 0.0
-        for name, a, b in zip(names["outputs"], got, expected):
-            diff = np.abs(a - b).max() / max(np.abs(b).max(), 1e-12) if a.shape == b.shape else np.inf
-            if diff > TVM_TOLERANCE:
-                raise ExportError(f"TVM library output {name!r} differs from ONNX Runtime's by "
-                                  f"{diff:.2%} of its range on the example input: not exporting")
-            worst = max(worst, float(diff))
-        record["check"] = (f"run here: outputs within {worst:.3%} of ONNX Runtime's output range "
-                           f"on the example input (limit {TVM_TOLERANCE:.0%})")
+        from .backends import tvm_check
+
+        agreement = tvm_check.compare(compiled.path, model, workload.evaluation,
+                                      names["inputs"], shapes)
+        if not agreement.ok:
+            raise ExportError(f"TVM library differs from ONNX Runtime on the evaluation batches "
+                              f"({agreement.describe()}): not exporting")
+        record["check"] = f"run here on the evaluation batches, {agreement.describe()}"
     else:
         expected = "aarch64" if "aarch64" in record["target"] else None
         if expected and record["machine"] != expected:

@@ -1,9 +1,11 @@
 """`autocompress export`: the artifact of one trial, checked against the search's record."""
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +101,7 @@ def test_tvm_export_for_the_host_runs_and_matches_onnx_runtime(run, tmp_path):
 
     assert elf_machine(result.files["tvm"]) == "x86-64"
     manifest = json.loads((tmp_path / "tvm" / "export.json").read_text())
-    assert manifest["tvm"]["check"].startswith("run here: outputs within")
+    assert manifest["tvm"]["check"].startswith("run here on the evaluation batches")
     ran = subprocess.run([sys.executable, "run_model_tvm.py"], cwd=tmp_path / "tvm",
                          capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr[-2000:]
@@ -117,3 +119,93 @@ def test_tvm_export_cross_compiles_for_the_pi(run, tmp_path):
     assert elf_machine(result.files["tvm"]) == "aarch64"
     manifest = json.loads((tmp_path / "pi" / "export.json").read_text())
     assert manifest["tvm"]["check"].startswith("cross-compiled (aarch64)")
+
+
+def _sample_plans(workload, rng, per_technique: int = 2) -> list[dict]:
+    """Random plans of every technique the workload offers (one of its knobs always set,
+    the others with probability 1/2), each with random storage for a few weights."""
+    from autocompress.api import discover_knobs
+    from autocompress.compression.plan import Plan
+
+    knobs = discover_knobs(workload)
+    weight = [k for k in knobs if k.name in ("quant", "sparsity", "clusters")]
+    plans = []
+    for technique in sorted({k.technique for k in knobs}):
+        own = [k for k in knobs if k.technique == technique]
+        for _ in range(per_technique):
+            first = next((k for k in own if k.name == "exit_after"),   # the threshold needs it
+                         own[int(rng.integers(len(own)))])
+            chosen = [k for k in own if k is first or rng.random() < 0.5]
+            chosen += [k for k in weight if k not in chosen and rng.random() < 0.1]
+            units: dict = {}
+            for knob in chosen:
+                value = knob.choices[int(rng.integers(1, len(knob.choices)))]
+                units.setdefault(knob.unit, {})[knob.name] = value
+            plans.append(Plan(units).to_dict())
+    return plans
+
+
+@pytest.mark.parametrize("spec", ["tests.tiny_transformer:make_tiny_transformer",
+                                  "tests.conv_workload:make_workload"])
+def test_plans_of_every_technique_rebuild_to_the_same_bytes_in_fresh_processes(spec, tmp_path):
+    """Same plan -> same bytes, across processes and torch thread counts (1 in a search
+    worker, 2 in the search): what `export` relies on to rebuild a trial."""
+    import numpy as np
+
+    from autocompress.workloads import load_workload
+
+    plans = _sample_plans(load_workload(spec), np.random.default_rng(14))
+    (tmp_path / "plans.json").write_text(json.dumps(plans))
+    digests = []
+    for threads in (1, 2):
+        ran = subprocess.run([sys.executable, "-m", "tests.rebuild_plans", spec, str(threads),
+                              str(tmp_path / "plans.json")], capture_output=True, text=True,
+                             timeout=600, env={**os.environ, "AUTOCOMPRESS_CACHE": str(tmp_path / f"c{threads}")})
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        digests.append(json.loads(ran.stdout.strip().splitlines()[-1]))
+    built = [d for d in digests[0] if not d.startswith("PlanError")]
+    assert len(built) >= len(plans) // 2, digests[0]
+    different = [(i, plans[i]) for i, (a, b) in enumerate(zip(*digests)) if a != b]
+    assert not different, different
+
+
+def test_a_failed_tvm_export_removes_what_it_wrote(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))   # no cached library
+    source = json.loads((Path(__file__).parents[1] / "autocompress" / "device_profiles"
+                         / "raspberry-pi-4.json").read_text())
+    source.update(name="pi-without-toolchain", cross_toolchain="no-such-aarch64-gcc")
+    (tmp_path / "pi.json").write_text(json.dumps(source))
+    point = document(run)["front"][0]
+    fresh, kept = tmp_path / "fresh", tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("the user's own file")
+    for out in (fresh, kept):
+        code = main(["export", str(run), "--pick", str(point["id"]), "--format", "tvm",
+                     "--target", str(tmp_path / "pi.json"), "--out", str(out)])
+        line = one_error(capsys)
+        assert code == 2 and "no-such-aarch64-gcc" in line and "not found" in line
+    assert not fresh.exists()
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+
+
+def test_an_early_exit_trial_re_measures_to_its_recorded_quality(tmp_path):
+    """Plan 18 of the issue: the search scores an early-exit artifact input by input (its
+    exit decision is per input); the export re-measured whole batches and refused."""
+    from autocompress.backends import ort_runner
+    from autocompress.compression.plan import Plan
+    from autocompress.device_profiles import resolve_target
+    from autocompress.export import check_quality
+    from autocompress.pipeline import Evaluator
+    from tests.tiny_transformer import make_tiny_transformer
+
+    workload = make_tiny_transformer()
+    evaluator = Evaluator(workload, resolve_target("host"), artifact_root=tmp_path)
+    plan = Plan({"layers": {"exit_after": "layers.1", "exit_threshold": 0.999}})  # exits 22%
+    metrics = evaluator.evaluate(plan)
+    record = {"id": 18, "quality": metrics.quality}
+    path = evaluator.artifact_path(plan)
+    batchwise = workload.score(ort_runner.run_batches(ort_runner.make_session(path),
+                                                      workload.evaluation)).value
+    assert metrics.early_exit and 0 < metrics.early_exit["exit_rate"] < 1
+    assert abs(batchwise - metrics.quality) > 1e-6      # the old re-measurement disagreed
+    assert check_quality(path, workload, record) == pytest.approx(metrics.quality, abs=1e-9)

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import onnx
 import pytest
 
 from autocompress import api
@@ -121,3 +122,96 @@ def test_unreachable_tracker_is_one_line_and_exit_2(tmp_path, capsys):
                  "--rpc-tracker", "127.0.0.1:1", "--rpc-key", "pi4", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cannot reach the RPC tracker" in err[0]
+
+
+# ------------------------------------------------------------------ every artifact format
+
+def _format_cases():
+    """(name, workload factory, plan factory): one small model per format the search emits."""
+    from autocompress.compression.weight_knobs import torch_weight_knobs, uniform_plan
+    from tests.conv_workload import make_workload as conv
+    from tests.test_early_exit import _cnn_workload, _transformer_workload
+    from tests.tiny_workload import make_workload as mlp
+
+    def uniform(**knobs):
+        return lambda w: uniform_plan(torch_weight_knobs(w.model)[0], **knobs)
+
+    cases = [(q, mlp, uniform(quant=q)) for q in
+             ("float", "w16", "w8", "w4", "w3", "w2", "w8a8", "w8a8c")]
+    cases += [("palette", mlp, uniform(clusters=16)), ("sparse", mlp, uniform(sparsity=0.75)),
+              ("sparse-w4", mlp, uniform(sparsity=0.75, quant="w4")),
+              ("static-qdq", mlp, uniform(quant="w8", calibration="minmax")),
+              ("conv-w4", conv, uniform(quant="w4")),
+              ("conv-w8a8", conv, uniform(quant="w8a8")),          # ConvInteger
+              ("conv-static-qdq", conv, uniform(quant="w8", calibration="minmax")),
+              ("exit-cnn", _cnn_workload, lambda w: Plan({"blocks": {"exit_after": "blocks.1"}})),
+              ("exit-transformer", lambda: _transformer_workload(True),
+               lambda w: Plan({"layers": {"exit_after": "layers.2"}}))]
+    return cases
+
+
+FORMATS = {name: (make, plan) for name, make, plan in _format_cases()}
+
+
+@pytest.fixture(scope="module")
+def format_artifacts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("formats")
+    built, workloads = {}, {}
+    for name, (make, plan) in FORMATS.items():
+        workload = workloads.setdefault(make, make())
+        built[name] = (workload, apply_plan(plan(workload), workload, folder / f"{name}.onnx").path)
+    return built
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_every_format_compiles_on_host_and_matches_onnx_runtime(format_artifacts, cache, name):
+    """Tolerance (backends/tvm_check.py): within 1e-5 of the output range of the ORT
+    arithmetic TVM follows, within 3% of the other (ORT's MatMulNBits for weight-only ints)."""
+    from autocompress.backends import tvm_check
+
+    workload, path = format_artifacts[name]
+    shapes = {k: v.shape for k, v in workload.example.items()}
+    library = tvm_compile.compile_onnx(path, shapes, resolve_target("host"), use_tuning=False)
+    agreement = tvm_check.compare(library.path, path, workload.evaluation,
+                                  workload.input_names, shapes)
+    assert agreement.inputs >= 8
+    assert agreement.ok, agreement.describe()
+
+
+@pytest.mark.parametrize("name", ["w4", "conv-w8a8", "static-qdq", "exit-transformer"])
+@pytest.mark.parametrize("target", ["raspberry-pi-5", "jetson-nano"])
+def test_hard_formats_cross_compile_for_boards(format_artifacts, cache, name, target):
+    workload, path = format_artifacts[name]
+    shapes = {k: v.shape for k, v in workload.example.items()}
+    library = tvm_compile.compile_onnx(path, shapes, resolve_target(target), use_tuning=False)
+    assert tvm_compile.elf_machine(library.path) == "aarch64"
+
+
+def test_an_op_tvm_cannot_convert_is_named_with_the_target_in_one_line(tmp_path, cache):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("DFT", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_path / "dft.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(tvm_compile.TvmError) as err:
+        tvm_compile.compile_onnx(path, {"x": (1, 8, 1)}, resolve_target("raspberry-pi-4"))
+    message = str(err.value)
+    assert "\n" not in message
+    assert "cannot lower ONNX op DFT for raspberry-pi-4" in message
+
+
+def test_shape_subgraphs_are_folded_for_a_transformer(tmp_path, cache):
+    """The MiniLM failure (issue 14): Shape -> Gather chains reached TVM as R.Shape values."""
+    from autocompress.backends import tvm_prepare
+    from tests.tiny_transformer import make_tiny_transformer
+
+    workload = make_tiny_transformer()
+    path = apply_plan(Plan({}), workload, tmp_path / "tf.onnx").path
+    shapes = {k: v.shape for k, v in workload.example.items()}
+    before = [n.op_type for n in onnx.load(str(path)).graph.node]
+    after = [n.op_type for n in tvm_prepare.prepare(onnx.load(str(path)), shapes).graph.node]
+    assert before.count("Shape") >= 3 and "Shape" not in after
+    assert tvm_compile.import_onnx(path, shapes) is not None

@@ -11,6 +11,10 @@ cross-compiled with the profile's toolchain when the target is not this machine:
   kernels as CUDA C inside the library; TVM's runtime on the board compiles them with NVRTC
   at load time (``tvm_callback_cuda_compile``).
 
+Before import, ``tvm_prepare`` gives TVM a copy with static input shapes, weight and shape
+subgraphs folded (onnxslim) and two exact rewrites for frontend gaps; an op TVM still cannot
+convert is named, with the target, in one line.
+
 Compiled libraries are cached by (ONNX bytes, input shapes, target, tuning state), so a
 candidate compiled once is not compiled again. Untuned TVM CPU code is slow (about 10x-100x
 behind ONNX Runtime here); ``tvm_tuning`` applies MetaSchedule records when a tuning
@@ -31,6 +35,9 @@ from typing import Mapping
 import numpy as np
 
 from ..paths import cache_dir
+
+PREPARE_VERSION = 2
+"""Part of the library cache key: bump when ``tvm_prepare`` changes what TVM sees."""
 
 
 class TvmError(RuntimeError):
@@ -108,69 +115,40 @@ def resolve_target(profile) -> TvmTarget:
     return TvmTarget(target, kind, cross, f"{profile.name}: {kind} ({triple or 'native'})")
 
 
-def import_onnx(onnx_path: Path | str, input_shapes: Mapping[str, tuple]):
-    """The ONNX file as a Relax IRModule with weights bound as constants."""
+def import_onnx(onnx_path: Path | str, input_shapes: Mapping[str, tuple], target_name: str = ""):
+    """The ONNX file as a Relax IRModule with weights bound as constants (prepared by
+    ``tvm_prepare``: weights and shape subgraphs folded, static input shapes)."""
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
-    model = fold_weight_subgraphs(onnx.load(str(onnx_path)))
+    from . import tvm_prepare
+
+    name = Path(onnx_path).name
+    where = f" for {target_name}" if target_name else ""
+    try:
+        model = tvm_prepare.prepare(onnx.load(str(onnx_path)), input_shapes)
+    except Exception as err:
+        raise TvmError(f"preparing {name} for TVM failed: {_first_line(err)}") from None
+    missing = tvm_prepare.unsupported_ops(model)
+    if missing:
+        raise TvmError(f"TVM {_tvm_version()} cannot lower ONNX op {', '.join(missing)}{where}: "
+                       f"its ONNX frontend has no converter ({name})")
     try:
         return from_onnx(model, shape_dict={k: list(v) for k, v in input_shapes.items()},
                          keep_params_in_input=False)
     except Exception as err:
-        raise TvmError(f"TVM's ONNX importer failed on {Path(onnx_path).name}: "
-                       f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+        raise TvmError(f"TVM's ONNX importer failed on {name}{where}: {_first_line(err)}") from None
 
 
-def fold_weight_subgraphs(model):
-    """Evaluate (with ONNX Runtime) the nodes that depend only on initializers and store their
-    results as initializers.
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
-    Our artifacts rebuild compressed weights in-graph (blocked INT4 DequantizeLinear, packed
-    2/3-bit codes, palettes, sparse masks); ONNX Runtime does that once at load. TVM's ONNX
-    importer rejects some of those forms (blocked DequantizeLinear, INT4 tensors) and has no
-    low-bit kernels to use them with, so for TVM the weights are materialised as the float
-    (or int8) tensors the kernels consume. The TVM library is therefore larger than the ONNX
-    artifact; ``size_bytes`` stays the ONNX file's.
-    """
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper, numpy_helper
 
-    graph = model.graph
-    constant = {i.name for i in graph.initializer}
-    folded_nodes, needed = [], []
-    for node in graph.node:
-        if node.op_type in ("If", "Loop", "Scan") or (not node.input and node.op_type != "Constant"):
-            continue
-        if all(name == "" or name in constant for name in node.input):
-            folded_nodes.append(node)
-            constant.update(node.output)
-    if not folded_nodes:
-        return model
-    produced = {out for node in folded_nodes for out in node.output}
-    used_later = {name for node in graph.node if node not in folded_nodes for name in node.input}
-    used_later |= {o.name for o in graph.output}
-    needed = sorted(produced & used_later)
-    sub = helper.make_graph(folded_nodes, "weights", [],
-                            [helper.make_empty_tensor_value_info(n) for n in needed],
-                            list(graph.initializer))
-    sub_model = helper.make_model(sub, opset_imports=list(model.opset_import))
-    sub_model.ir_version = model.ir_version
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(sub_model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    values = dict(zip(needed, session.run(needed, {})))
-    keep = [n for n in graph.node if n not in folded_nodes]
-    still_used = {name for node in keep for name in node.input} | {o.name for o in graph.output}
-    initializers = [i for i in graph.initializer if i.name in still_used]
-    initializers += [numpy_helper.from_array(values[n], n) for n in needed]
-    del graph.node[:]
-    graph.node.extend(keep)
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    return model
+def _tvm_version() -> str:
+    import tvm
+
+    return tvm.__version__
 
 
 def compile_onnx(onnx_path: Path | str, input_shapes: Mapping[str, tuple], profile,
@@ -187,17 +165,17 @@ def compile_onnx(onnx_path: Path | str, input_shapes: Mapping[str, tuple], profi
     data = Path(onnx_path).read_bytes()
     mod, tuning = None, {}
     if use_tuning and tvm_tuning.has_records(target):   # no database: skip the task extraction
-        mod = import_onnx(onnx_path, input_shapes)
+        mod = import_onnx(onnx_path, input_shapes, profile.name)
         tuning = tvm_tuning.lookup(mod, target)
     key = hashlib.sha256(data + json.dumps(
         [sorted((k, list(v)) for k, v in input_shapes.items()), target.key(),
-         tuning.get("digest", "untuned")]).encode()).hexdigest()[:20]
+         tuning.get("digest", "untuned"), PREPARE_VERSION]).encode()).hexdigest()[:20]
     cached = cache_dir() / "tvm" / f"{key}.so"
     start = time.perf_counter()
     hit = cached.exists()
     if not hit:
         if mod is None:
-            mod = import_onnx(onnx_path, input_shapes)
+            mod = import_onnx(onnx_path, input_shapes, profile.name)
         executable = tvm_tuning.build(mod, target, tuning)
         _export_library(executable, target, cached)
     compiled = CompiledLibrary(cached, target, 0.0 if hit else time.perf_counter() - start,
