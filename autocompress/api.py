@@ -1,7 +1,10 @@
 """The library entry point behind ``autocompress search``: one config in, one run folder out.
 
-Run folder (``results/<run-id>/`` or ``--out``): ``config.json`` (written first: enough to
-resume), ``study.db`` (Optuna storage, unless ``--storage`` names another), and at the end
+Run folder (``results/<run-id>/`` or ``--out``): ``study.db`` (Optuna storage, unless
+``--storage`` names another; created first, so a storage that cannot be opened leaves
+nothing behind), ``config.json`` (then: enough to resume; the default storage is stored
+relative to the folder, so a moved or copied folder resumes its own study), ``search.log``
+(each failed trial's plan and traceback), and at the end
 ``artifacts/<plan-digest>.onnx`` for each front point and ``pareto.json`` (written last,
 atomically: its presence means the run finished).
 """
@@ -9,8 +12,9 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,9 +29,9 @@ from .report.environment import environment
 from .search import pareto
 from .search.objectives import OBJECTIVES, Budget, OnTarget
 from .search.queue import drain
-from .search.study import finished_count, mark_interrupted, open_study, run_trials
-from .workloads import Workload, load_workload
-from . import workers
+from .search.study import create_study, finished_count, mark_interrupted, open_study, run_trials
+from .workloads import Workload, WorkloadError, load_workload
+from . import budget_plans, finalize, verdict, workers
 
 
 class RunError(ValueError):
@@ -66,6 +70,9 @@ class SearchConfig:
     sampler: str = "tpe"                # tpe (ours) | random | nsga2 (benchmark baselines)
     anchors: bool = True                # enqueue the anchor plans (search/space.py)
     study: str = "autocompress"         # study name: several searches can share one storage
+    finalize_s: float | None = None     # time box of the finalize stage (finalize.py); 0: off;
+                                        # None: finalize.DEFAULT_S with a size/latency/energy budget
+    budget_seeds: bool = True           # integer-program seeds and repair (budget_plans.py)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -76,9 +83,44 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SearchConfig":
+        if not isinstance(data, dict):
+            raise RunError(f"expected a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise RunError(f"unknown key(s) {', '.join(map(repr, unknown))} (written by another "
+                           "version of autocompress?)")
         data = dict(data)
-        data["budget"] = Budget.from_dict(data.get("budget", {}))
+        try:
+            data["budget"] = Budget.from_dict(data.get("budget") or {})
+        except (TypeError, ValueError, AttributeError) as err:
+            raise RunError(f"budget is not valid: {err}") from None
         return cls(**data)
+
+
+def read_config(run_dir: Path) -> SearchConfig:
+    """A run folder's config.json, or one line saying why it cannot be used."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise RunError(f"cannot resume {run_dir}: no config.json there (not a run folder)")
+    try:
+        return SearchConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunError(f"cannot resume {run_dir}: config.json is not valid JSON ({err})") from None
+    except RunError as err:
+        raise RunError(f"cannot resume {run_dir}: config.json: {err}") from None
+
+
+def load_user_workload(model: str) -> Workload:
+    """:func:`load_workload`, with anything a user's factory raises as one WorkloadError
+    line naming it (the original error stays chained for ``--debug``)."""
+    try:
+        return load_workload(model)
+    except WorkloadError:
+        raise
+    except Exception as err:   # noqa: BLE001 - user code raises anything
+        line = (str(err).strip().splitlines() or [""])[0]
+        raise WorkloadError(f"workload {model!r} failed to load: {type(err).__name__}"
+                            + (f": {line}" if line else "")) from err
 
 
 @dataclass
@@ -146,6 +188,8 @@ def discover_knobs(workload: Workload):
 def new_run_dir(config: SearchConfig, profile: DeviceProfile) -> Path:
     if config.out:
         run_dir = Path(config.out)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunError(f"--out {run_dir} is a file, not a folder")
         if (run_dir / "config.json").exists():
             raise RunError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
     else:
@@ -153,6 +197,16 @@ def new_run_dir(config: SearchConfig, profile: DeviceProfile) -> Path:
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{stem.replace(':', '-')}-{profile.name}"
         run_dir = Path("results") / name
     return run_dir
+
+
+def make_run_dir(run_dir: Path) -> bool:
+    """Create the run folder (one line if the path cannot be one); True: this call made it."""
+    existed = run_dir.is_dir()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"cannot create the run folder {run_dir}: {err.strerror or err}") from None
+    return not existed
 
 
 def search(config: SearchConfig, progress: Callable | None = None) -> SearchResult:
@@ -165,11 +219,17 @@ def search(config: SearchConfig, progress: Callable | None = None) -> SearchResu
         raise RunError(f"sampler must be one of {', '.join(SAMPLERS)}, got {config.sampler!r}")
     profile = resolve_profile(config)
     check_cost(config, profile)
-    workload = load_workload(config.model)
     run_dir = new_run_dir(config, profile)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    storage = config.storage or workers.default_storage(run_dir, config.workers)
-    config = replace(config, storage=storage)
+    workload = load_user_workload(config.model)
+    created = make_run_dir(run_dir)
+    config = replace(config, storage=config.storage or workers.default_storage(config.workers))
+    try:   # the study first: a storage that cannot be opened leaves no run to block a retry
+        create_study(workers.resolve_storage(config.storage, run_dir), config.study,
+                     config.seed, config.trials, config.sampler)
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     write_json_atomic(run_dir / "config.json", config.to_dict())
     return _run(config, run_dir, profile, workload, progress)
 
@@ -178,39 +238,112 @@ def resume(run_dir: Path | str, trials: int | None = None,
            progress: Callable | None = None, n_workers: int | None = None) -> SearchResult:
     """Continue a killed (or finished, with more ``trials``) search from its storage."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise RunError(f"cannot resume {run_dir}: no config.json there (not a run folder)")
-    config = SearchConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = read_config(run_dir)
+    check_study(config, run_dir)
     if trials is not None or n_workers is not None:
         config = replace(config, trials=config.trials if trials is None else trials,
                          workers=config.workers if n_workers is None else n_workers)
         workers.check(config.workers, config.storage)
         write_json_atomic(run_dir / "config.json", config.to_dict())
+    profile, workload = resolve_profile(config), load_user_workload(config.model)
     (run_dir / "pareto.json").unlink(missing_ok=True)   # stale until this run completes
-    return _run(config, run_dir, resolve_profile(config), load_workload(config.model), progress)
+    return _run(config, run_dir, profile, workload, progress)
+
+
+def check_study(config: SearchConfig, run_dir: Path) -> None:
+    """A resume continues its study or nothing: a missing or empty study file (deleted,
+    truncated) is refused, never silently replaced by a new study."""
+    from .search.storage import load_study
+
+    url = workers.resolve_storage(config.storage or workers.default_storage(config.workers),
+                                  run_dir)
+    path = workers.storage_file(url)
+    if path is not None and not (path.is_file() and path.stat().st_size > 0):
+        state = "missing" if not path.exists() else "empty"
+        raise RunError(f"cannot resume {run_dir}: its study file {path} is {state}, so its "
+                       "trials are gone; start a new search (another --out) instead")
+    load_study(url, config.study)   # one line naming the studies there if ours is not
 
 
 STUDY_NAME = "autocompress"
 
 
 def _run(config, run_dir, profile, workload, progress) -> SearchResult:
+    config = replace(config, storage=workers.resolve_storage(config.storage, run_dir))
     knobs, seeds, sensitivity = search_space(config, workload, progress)
-    study = open_study(config.storage, config.study, config.seed, config.trials, knobs, seeds,
-                       config.sampler, config.anchors)
+    evaluator = make_evaluator(config, profile, workload)
+    directed = _budget_directed(config, discover_knobs(workload), sensitivity, evaluator,
+                                progress, _queue_pending(config))
+    if directed.seeds:
+        knobs = budget_plans.widen(knobs, discover_knobs(workload), directed.seeds)
+    study = open_study(config.storage, config.study, config.seed, config.trials, knobs,
+                       [*directed.seeds, *seeds], config.sampler, config.anchors,
+                       attrs={WIDENED: {k.key: list(k.choices) for k in knobs}}
+                       if directed.seeds else None)
     if sensitivity is not None and "sensitivity" not in study.user_attrs:
         study.set_user_attr("sensitivity", sensitivity.to_dict())
+    if directed.problem is not None and budget_plans.PROBLEM_ATTR not in study.user_attrs:
+        study.set_user_attr(budget_plans.PROBLEM_ATTR, directed.problem.to_dict())
+        study.set_user_attr("budget_seeds", directed.record)
     mark_interrupted(study)
     workers.publish(study, config, profile)
-    evaluator = make_evaluator(config, profile, workload)
-    callbacks = [progress] if progress else []
+    callbacks = [failure_log(run_dir), *([progress] if progress else [])]
     if progress is not None and hasattr(progress, "start"):
         progress.start(config.trials, finished_count(study))
     workers.run_here(study, config, knobs, evaluator, callbacks, run_dir)
-    document = _document(config, run_dir, profile, workload, study, knobs, evaluator)
+    if progress is not None and hasattr(progress, "stop"):
+        progress.stop()
+    finals = finalize.run(study, config.budget, evaluator,
+                          finalize.FinalizeConfig(seconds=finalize.box(config.finalize_s,
+                                                                       config.budget),
+                                                  seed=config.seed),
+                          run_dir, getattr(progress, "finalize", None))
+    document = _document(config, run_dir, profile, workload, study, knobs, evaluator, finals)
     write_json_atomic(run_dir / "pareto.json", document)
     if not document["front"]:
         raise InfeasibleError(document["infeasible_reason"], run_dir)
     return SearchResult(run_dir, document)
+
+
+def failure_log(run_dir: Path) -> Callable:
+    """Trial callback: a failed trial's reason, plan and traceback go to RUN/search.log
+    (the terminal gets one line, pareto.json the reason and traceback)."""
+    from optuna.trial import TrialState
+
+    def log(study, trial) -> None:
+        if trial.state != TrialState.FAIL:
+            return
+        attrs = trial.user_attrs
+        with open(run_dir / "search.log", "a") as out:
+            out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} trial {trial.number} failed: "
+                      f"{attrs.get('fail_reason', 'unknown')}\n  plan: "
+                      f"{json.dumps(attrs.get('plan'))}\n{attrs.get('traceback', '')}\n")
+    return log
+
+
+WIDENED = "space"
+"""Study attr: the sampler's knobs when budget seeds widened them (resume and workers)."""
+
+
+def _queue_pending(config) -> bool:
+    """Whether the study's queue is still to be made (a new study, or one whose queue
+    creation was killed): only then are seeds computed."""
+    from .search.study import QUEUE_ATTR
+
+    attrs = stored_attrs(config.storage, config.study)
+    return attrs is None or bool(attrs.get(QUEUE_ATTR, True))
+
+
+def _budget_directed(config, knobs, analysis, evaluator, progress, new_study: bool):
+    """Seeds solved to fit the budget (budget_plans.py), for a new study with a budget."""
+    if not (config.budget_seeds and new_study and config.anchors and analysis is not None):
+        return budget_plans.BudgetPlans([], None, {})
+    if not budget_plans.limits_of(config.budget):
+        return budget_plans.BudgetPlans([], None, {})
+    note = getattr(progress, "note", None)
+    if note is not None:
+        note("budget-directed seeds (integer program over the sensitivity, checked on builds)")
+    return budget_plans.directed(knobs, analysis, config.budget, evaluator)
 
 
 def search_space(config: SearchConfig, workload: Workload, progress=None):
@@ -224,7 +357,8 @@ def search_space(config: SearchConfig, workload: Workload, progress=None):
     knobs = discover_knobs(workload)
     if not config.sensitivity or workload.model is None:
         return knobs, [], None
-    stored = stored_sensitivity(config.storage, config.study)
+    attrs = stored_attrs(config.storage, config.study) or {}
+    stored = attrs.get("sensitivity")
     if stored is not None:
         analysis = sens.Sensitivity.from_dict(stored)
     else:
@@ -235,11 +369,22 @@ def search_space(config: SearchConfig, workload: Workload, progress=None):
     shaped = seeding.shape(knobs, analysis.drop, analysis.base_quality)
     seeds = seeding.seed_params(shaped, analysis.drop, analysis.saved_bytes,
                                 analysis.base_quality, analysis.latency_ratio)
+    if WIDENED in attrs:     # the space the study was made with (budget seeds widened it)
+        from dataclasses import replace as with_choices
+
+        by_key = {k.key: k for k in knobs}
+        shaped = [with_choices(by_key[key], choices=tuple(choices))
+                  for key, choices in attrs[WIDENED].items() if key in by_key]
     return shaped, seeds, analysis
 
 
 def stored_sensitivity(storage: str | None, study_name: str = STUDY_NAME) -> dict | None:
     """The sensitivity a study was created with (None: no such study yet)."""
+    return (stored_attrs(storage, study_name) or {}).get("sensitivity")
+
+
+def stored_attrs(storage: str | None, study_name: str = STUDY_NAME) -> dict | None:
+    """A study's user attrs (None: no such study yet)."""
     import optuna
 
     from .search.storage import open_storage
@@ -250,7 +395,7 @@ def stored_sensitivity(storage: str | None, study_name: str = STUDY_NAME) -> dic
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:
         return None
-    return study.user_attrs.get("sensitivity")
+    return dict(study.user_attrs)
 
 
 def make_evaluator(config: SearchConfig, profile: DeviceProfile, workload: Workload) -> Evaluator:
@@ -276,13 +421,15 @@ def work_on(study, config: SearchConfig, knobs, evaluator: Evaluator,
     """Run this process's share of trials on ``study`` until it holds ``config.trials``
     finished trials: what the search process and every worker process do. Trials come
     from the study's fixed queue (search/queue.py), so N processes never overshoot."""
+    refine = budget_plans.refiner(study, knobs, evaluator.workload)
     drain(study, lambda queued: run_trials(
         queued, knobs, evaluator.evaluate, config.budget, config.trials, config.timeout_s,
-        config.trial_timeout_s, callbacks, config.multi_fidelity),
+        config.trial_timeout_s, callbacks, config.multi_fidelity, refine),
         {"worker": workers.identity(evaluator.timing.threads)})
 
 
-def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> dict:
+def _document(config, run_dir, profile, workload, study, knobs, evaluator,
+              finals: dict | None = None) -> dict:
     from optuna.trial import TrialState
 
     points = []
@@ -297,6 +444,10 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> di
     failed = [t for t in trials if t.state == TrialState.FAIL]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     baseline = next((t for t in complete if not t.user_attrs.get("plan", {}).get("units")), None)
+    by_number = {t.number: t for t in complete}
+    recovered = [finalize.final_point(by_number[n], r) for n, r in sorted((finals or {}).items())
+                 if n in by_number and (run_dir / r["artifact"]).is_file()]
+    points = finalize.merge_front(points, recovered) if recovered else points
     document = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "autocompress", "version": __version__, "python": platform.python_version()},
@@ -314,8 +465,8 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> di
         "study": {"storage": config.storage, "name": study.study_name, "n_trials": len(trials),
                   "n_complete": len(complete), "n_failed": len(failed),
                   "n_feasible": sum(pareto.is_feasible(t) for t in complete),
-                  "failures": [{"id": t.number, "reason": t.user_attrs.get("fail_reason", "unknown")}
-                               for t in failed],
+                  "failures": [{"id": t.number, "reason": t.user_attrs.get("fail_reason", "unknown"),
+                                "traceback": t.user_attrs.get("traceback")} for t in failed],
                   "workers": workers.summary(config, trials)},
         "baseline": point(baseline, None) if baseline else None,
         "front": points,
@@ -324,6 +475,13 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator) -> di
         document["fronts"] = {profile.name: points,
                               **_target_fronts(config, complete, run_dir, evaluator)}
     document["study"]["hypervolume"] = _hypervolume(complete, baseline)
+    document["finalize"] = {"seconds": finalize.box(config.finalize_s, config.budget),
+                            "training_data": workload.training_source,
+                            "finals": {str(n): r for n, r in sorted((finals or {}).items())},
+                            "probes": finalize.records(study)[0]}
+    if "budget_seeds" in study.user_attrs:
+        document["study"]["budget_seeds"] = study.user_attrs["budget_seeds"]
+    document["verdict"] = verdict.judge(points, complete, baseline, config.budget, finals or {})
     if not points:
         document["infeasible_reason"] = _infeasible_reason(study, config.budget)
     return document

@@ -5,15 +5,23 @@ import argparse
 import os
 import sys
 import time
+import traceback
 
 from rich.console import Console
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+
+
+def _debug_flag(parser: argparse.ArgumentParser, default=False) -> None:
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="print the traceback behind an error (default: one line)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autocompress", description="Hardware-aware automated model compression.")
+    _debug_flag(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     search = commands.add_parser("search", help="search compression plans for a target")
@@ -47,9 +55,15 @@ def _build_parser() -> argparse.ArgumentParser:
     search.add_argument("--cost", choices=("measured", "predicted", "auto"), default="auto",
                         help="target numbers: measured (host or --rpc-tracker board), predicted "
                         "(calibrated cost model), auto (measure when reachable; default)")
+    search.add_argument("--finalize", metavar="DURATION",
+                        help="time box of the finalize stage after the search: long recovery "
+                             "training (QAT on the training set) of the most promising "
+                             "candidates within the budget (default: 15m when --budget, "
+                             "--max-latency or --max-energy is given, else off; 0: off)")
     search.add_argument("--workers", type=int, default=1,
                         help="worker processes on this machine, this one included (default 1); "
                         "other machines join with `autocompress worker`")
+    _debug_flag(search, argparse.SUPPRESS)
 
     commands.add_parser("targets", help="list the device profiles")
     techniques = commands.add_parser("techniques", help="list the compression techniques and "
@@ -83,31 +97,41 @@ def main(argv: list[str] | None = None) -> int:
         print("autocompress: interrupted; resume with --resume <run folder>", file=sys.stderr)
         return 130
     except Exception as err:
-        from .api import InfeasibleError, RunError
-        from .export import ExportError
-        from .report.run import ReportError
-        from .compression.apply import PlanError
-        from .device_profiles import ProfileError
-        from .backends.tvm_compile import TvmError
-        from .backends.tvm_rpc import RpcError
-        from .units import UnitError
-        from .workloads import WorkloadError
-        from .search.storage import StorageError
+        return _error(err, getattr(args, "debug", False))
 
-        if isinstance(err, (UnitError, ProfileError, WorkloadError, RunError, PlanError,
-                            InfeasibleError, ReportError, ExportError, RpcError, TvmError,
-                            StorageError)):
-            where = f" (run folder: {err.run_dir})" if isinstance(err, InfeasibleError) else ""
-            print(f"autocompress: error: {err}{where}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
+
+def _error(err: Exception, debug: bool) -> int:
+    """One line on stderr: exit 2 for a user error, 1 for a bug; ``--debug`` adds the
+    traceback (with the user code's own error where a workload factory failed)."""
+    if debug:
+        traceback.print_exception(err)
+    from .api import InfeasibleError, RunError
+    from .export import ExportError
+    from .report.run import ReportError
+    from .compression.apply import PlanError
+    from .device_profiles import ProfileError
+    from .backends.tvm_compile import TvmError
+    from .backends.tvm_rpc import RpcError
+    from .units import UnitError
+    from .workloads import WorkloadError
+    from .search.storage import StorageError
+
+    if isinstance(err, (UnitError, ProfileError, WorkloadError, RunError, PlanError,
+                        InfeasibleError, ReportError, ExportError, RpcError, TvmError,
+                        StorageError)):
+        where = f" (run folder: {err.run_dir})" if isinstance(err, InfeasibleError) else ""
+        print(f"autocompress: error: {err}{where}", file=sys.stderr)
+        return EXIT_USAGE
+    line = (str(err).strip().splitlines() or [""])[0][:300]
+    print(f"autocompress: internal error: {type(err).__name__}: {line}"
+          + ("" if debug else " (run again with --debug for the traceback)"), file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def _search(args, argv, console: Console) -> int:
     from . import api
     from .report.table import front_table
-    from .search.objectives import Budget
-    from .units import parse_energy, parse_size, parse_time
+    from .units import parse_duration, parse_time
 
     if args.trials < 1:
         raise api.RunError("--trials must be at least 1")
@@ -117,29 +141,42 @@ def _search(args, argv, console: Console) -> int:
                             trials=args.trials if "--trials" in argv else None,
                             n_workers=args.workers if "--workers" in argv else None)
     else:
-        budget = Budget(
-            max_size_bytes=parse_size(args.budget) if args.budget else None,
-            max_latency_s=parse_time(args.max_latency) if args.max_latency else None,
-            max_energy_j=parse_energy(args.max_energy) if args.max_energy else None,
-            min_quality=args.min_quality)
+        budget = _budget(args)
         config = api.SearchConfig(
             model=args.model, target=args.target, profile=args.profile, budget=budget,
-            trials=args.trials, timeout_s=parse_time(args.timeout) if args.timeout else None,
+            trials=args.trials,
+            timeout_s=parse_time(args.timeout) if args.timeout is not None else None,
             trial_timeout_s=parse_time(args.trial_timeout), seed=args.seed, out=args.out,
             storage=args.storage, command=["autocompress", *argv],
             rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
             sensitivity=not args.no_sensitivity, multi_fidelity=not args.no_multi_fidelity, workers=args.workers,
-            cost=args.cost, study=args.study)
-        if args.budget:
+            cost=args.cost, study=args.study, finalize_s=parse_duration(args.finalize) if args.finalize is not None else None)
+        if args.budget is not None:
             console.print(f"budget: {args.budget} = {budget.max_size_bytes:,} bytes "
                           "(MB/KB/GB are powers of 10; MiB/KiB/GiB powers of 2)")
         result = api.search(config, progress=progress)
     progress.stop()
+    verdict = (result.document.get("verdict") or {}).get("message")
+    if verdict:
+        console.print(verdict, style="bold yellow", markup=False, highlight=False)
     console.print(front_table(result.document))
     for target in list(result.document.get("fronts", {}))[1:]:
         console.print(front_table(result.document, target))
     console.print(f"run folder: {result.run_dir}  (pareto.json, artifacts/)")
     return 0
+
+
+def _budget(args):
+    """The constraints from the flags; an empty value (``--budget ""``) is refused like any
+    other that does not parse, never read as "no budget"."""
+    from .search.objectives import Budget
+    from .units import parse_energy, parse_size, parse_time
+
+    return Budget(
+        max_size_bytes=parse_size(args.budget) if args.budget is not None else None,
+        max_latency_s=parse_time(args.max_latency) if args.max_latency is not None else None,
+        max_energy_j=parse_energy(args.max_energy) if args.max_energy is not None else None,
+        min_quality=args.min_quality)
 
 
 class SearchProgress:
@@ -164,10 +201,16 @@ class SearchProgress:
         self.progress.start()
 
     def __call__(self, study, trial) -> None:
+        from optuna.trial import TrialState
+
         from .search.pareto import is_feasible
         from .search.study import finished_count
         from .units import format_size
 
+        if trial.state == TrialState.FAIL:   # one line; plan and traceback in RUN/search.log
+            reason = trial.user_attrs.get("fail_reason", "unknown")
+            self.console.print(f"trial {trial.number} failed: {reason} (details: search.log "
+                               "in the run folder)", markup=False, highlight=False)
         if trial.values is not None and is_feasible(trial):
             best = max((t for t in study.best_trials if is_feasible(t)),
                        key=lambda t: t.values[0], default=None)
@@ -179,8 +222,27 @@ class SearchProgress:
             self.progress.update(self.task, completed=finished_count(study), best=self.best)
 
     def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        for bar in (self.progress, getattr(self, "final_bar", None)):
+            if bar is not None:
+                bar.stop()
+        self.progress = self.final_bar = None
+
+    def finalize(self, what: str, fraction: float, quality: float | None) -> None:
+        """The finalize stage: time box used, what trains now, the latest recovered quality."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        if getattr(self, "final_bar", None) is None:
+            self.final_bar = Progress(TextColumn("finalize"), BarColumn(), TimeElapsedColumn(),
+                                      TextColumn("ETA"), TimeRemainingColumn(),
+                                      TextColumn("{task.fields[what]}  {task.fields[quality]}"),
+                                      console=self.console)
+            self.final_task = self.final_bar.add_task("finalize", total=1000, what="",
+                                                      quality="")
+            self.final_bar.start()
+        if quality is not None:
+            self.final_quality = f"recovered quality {quality:.4f}"
+        self.final_bar.update(self.final_task, completed=int(1000 * fraction), what=what,
+                              quality=getattr(self, "final_quality", ""))
 
 
 def _add_after_search_commands(commands) -> None:
@@ -223,19 +285,15 @@ def _report(args, argv, console: Console) -> int:
 def _plan(args, argv, console: Console) -> int:
     from .api import RunError
     from .planning import PlanConfig, plan, rows_table
-    from .search.objectives import Budget
-    from .units import parse_energy, parse_size, parse_time
+    from .units import parse_duration, parse_time
 
     if args.trials < 1:
         raise RunError("--trials must be at least 1")
-    budget = Budget(max_size_bytes=parse_size(args.budget) if args.budget else None,
-                    max_latency_s=parse_time(args.max_latency) if args.max_latency else None,
-                    max_energy_j=parse_energy(args.max_energy) if args.max_energy else None,
-                    min_quality=args.min_quality)
+    budget = _budget(args)
     config = PlanConfig(
         model=args.model, budget=budget, trials=args.trials, seed=args.seed, out=args.out,
         targets=[t.strip() for t in args.targets.split(",")] if args.targets else (),
-        timeout_s=parse_time(args.timeout) if args.timeout else None,
+        timeout_s=parse_time(args.timeout) if args.timeout is not None else None,
         trial_timeout_s=parse_time(args.trial_timeout), command=["autocompress", *argv])
     progress = SearchProgress(console)
     result = plan(config, progress=progress)
@@ -295,10 +353,9 @@ def _techniques(args, console: Console) -> int:
 
     offered, skips = Counter(), []
     if args.model:
-        from .api import discover_knobs, discover_skips
-        from .workloads import load_workload
+        from .api import discover_knobs, discover_skips, load_user_workload
 
-        workload = load_workload(args.model)
+        workload = load_user_workload(args.model)
         offered = Counter(technique_of(k.technique) for k in discover_knobs(workload))
         skips = discover_skips(workload)
     table = Table(title="compression techniques" + (f" ({args.model})" if args.model else ""))
@@ -384,7 +441,8 @@ def _add_worker_command(commands) -> None:
     worker.add_argument("--study", default="autocompress", help="study name (default autocompress)")
     worker.add_argument("--threads", type=int, help="ONNX Runtime / torch threads (default: "
                         "as a single search process)")
-    worker.add_argument("--seed", type=int, help="sampler seed (default: random)")
+    worker.add_argument("--seed", type=int, help="sampler seed (default: the study's)")
+    _debug_flag(worker, argparse.SUPPRESS)
 
 
 def _worker(args, console: Console) -> int:

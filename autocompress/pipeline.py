@@ -148,21 +148,29 @@ class Evaluator:
         timings["latency"] += time.perf_counter()
         return quality, latency, exits
 
-    def evaluate_qat(self, plan: Plan, config) -> tuple[Path, dict]:
-        """A finalist's QAT artifact (compression.qat, same format as the PTQ one) and its
-        measured quality and host latency, evaluated exactly as :meth:`evaluate` does."""
+    def evaluate_qat(self, plan: Plan, config, progress=None,
+                     path: Path | None = None) -> tuple[Path, dict]:
+        """A QAT artifact (compression.qat, same format as the PTQ one: a finalist's short
+        pass, or the finalize stage's long recovery) and its measured quality, host latency
+        and target numbers, evaluated exactly as :meth:`evaluate` does."""
         from .compression.qat import apply_qat
 
         timings, report = {}, {}
-        path = self.artifact_root / f"{plan.digest()}-qat-{config.steps}.onnx"
-        artifact = apply_qat(plan, self.workload, path, config, timings, report)
+        path = path or self.artifact_root / f"{plan.digest()}-qat-{config.steps}.onnx"
+        artifact = apply_qat(plan, self.workload, path, config, timings, report, progress)
         quality, latency, exits = self._quality_and_latency(artifact.path, timings)
+        peak_ram = ort_runner.measure_peak_ram(artifact.path, self.workload.example,
+                                               self.timing.threads)
+        target = self._target_numbers(artifact.path, latency, peak_ram,
+                                      exits.exit_rate if exits else None)
         return artifact.path, {
             "config": config.to_dict(), "quality": quality.value,
             "quality_details": dict(quality.details), "artifact_sha256": artifact.sha256,
             "size_bytes": artifact.size_bytes, "host_latency_s": latency.median_s,
             "host_latency": latency.to_dict(), "early_exit": exits.to_dict() if exits else None,
+            "target": target, "host_peak_ram_bytes": peak_ram,
             "quantized_weights": report.get("quantized_weights", 0),
+            "recovery": report.get("recovery"),
             "final_loss": report["losses"][-1] if report.get("losses") else None,
             "timings_s": timings}
 

@@ -57,7 +57,8 @@ def plan(config: PlanConfig, progress: Callable | None = None) -> PlanResult:
     search = api.SearchConfig(
         model=config.model, target="host", budget=device_free, trials=config.trials,
         timeout_s=config.timeout_s, trial_timeout_s=config.trial_timeout_s, seed=config.seed,
-        out=out, command=list(config.command), extra_targets=[p.name for p in profiles])
+        out=out, command=list(config.command), extra_targets=[p.name for p in profiles],
+        finalize_s=0.0)
     try:
         run_dir = api.search(search, progress=progress).run_dir
     except api.InfeasibleError as err:   # no trial fits the size / quality: every row says why

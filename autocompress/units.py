@@ -44,6 +44,16 @@ def parse_time(text: str) -> float:
     return _parse(text, TIME_UNITS, "time", "30ms, 0.03s")
 
 
+DURATION_UNITS = {**TIME_UNITS, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """A time box: ``"15m"`` -> 900 seconds, ``"90s"``, ``"1h"``; ``"0"`` (or ``"off"``) -> 0."""
+    if str(text).strip().lower() in ("0", "0s", "0m", "off", "none"):
+        return 0.0
+    return _parse(text, DURATION_UNITS, "duration", "15m, 90s, 0 to switch off")
+
+
 def parse_energy(text: str) -> float:
     """``"50mJ"`` -> 0.05 joules."""
     return _parse(text, ENERGY_UNITS, "energy", "50mJ, 0.05J")

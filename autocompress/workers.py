@@ -6,33 +6,56 @@ study name (a user's ``--profile`` file need not exist there). Every process dra
 same fixed trial queue (search/queue.py); the search writes pareto.json only once no trial
 is queued or running. Local workers split the cores: each gets ``cores // N`` ONNX Runtime
 and torch threads, and every trial records which process measured it with how many threads.
+
+A local worker ends with its search (``PARENT_ENV``: a parent-death signal, and a poll
+of the parent pid where the kernel has none): a killed search leaves no process draining
+its queue, the trials those workers held go back to the queue, and ``--resume`` finishes.
 """
 from __future__ import annotations
 
 import logging
 import os
 import socket
+import signal
 import subprocess
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from .backends.ort_runner import TimingConfig
 from .search.queue import wait_finished
-from .search.storage import StorageError, journal_url, load_study, redact
+from .search.storage import JOURNAL, StorageError, load_study, redact
 
 CONFIG_ATTR = "autocompress:config"
 PROFILE_ATTR = "autocompress:profile"
 STORAGE_ENV = "AUTOCOMPRESS_STORAGE"   # how a local worker gets the URL (not on its argv)
+PARENT_ENV = "AUTOCOMPRESS_PARENT_PID"  # a local worker ends when this process does
+RUN_TOKEN = "{run}"                     # config.json: the run folder, wherever it is now
 log = logging.getLogger("autocompress.workers")
 
 
-def default_storage(run_dir: Path, workers: int) -> str:
-    """SQLite for one process; a journal file (safe for several writers) for more."""
+def default_storage(workers: int) -> str:
+    """SQLite for one process; a journal file (safe for several writers) for more; in the
+    run folder (``RUN_TOKEN``), so a moved or copied folder resumes its own study."""
     if workers > 1:
-        return journal_url(run_dir / "study.journal")
-    return f"sqlite:///{(run_dir / 'study.db').resolve()}"
+        return f"{JOURNAL}{RUN_TOKEN}/study.journal"
+    return f"sqlite:///{RUN_TOKEN}/study.db"
+
+
+def resolve_storage(url: str, run_dir: Path) -> str:
+    """The URL with ``RUN_TOKEN`` replaced by the run folder's absolute path."""
+    return url.replace(RUN_TOKEN, str(Path(run_dir).resolve()))
+
+
+def storage_file(url: str) -> Path | None:
+    """The local file behind a SQLite or journal URL (None: a server)."""
+    for scheme in (JOURNAL, "sqlite:///"):
+        if url.startswith(scheme):
+            return Path(url[len(scheme):])
+    return None
 
 
 def check(workers: int, storage: str | None) -> None:
@@ -96,13 +119,18 @@ def run_here(study, config, knobs, evaluator, callbacks, run_dir: Path) -> None:
     until every trial (theirs and any remote worker's) is finished."""
     from .api import work_on
 
+    from optuna.trial import TrialState
+
     threads = threads_per_worker(config.workers)
-    workers = [_spawn(config.storage, config.study, k, config.seed + k, threads, run_dir)
+    workers = [_spawn(config.storage, config.study, k, config.seed, threads, run_dir)
                for k in range(1, config.workers)]
     try:
-        with limited_threads(evaluator, threads):
-            work_on(study, config, knobs, evaluator, callbacks)
-        wait_finished(study, still_working=lambda: any(p.poll() is None for p, _ in workers))
+        while True:   # a trial requeued while waiting (its worker died) is run here
+            with limited_threads(evaluator, threads):
+                work_on(study, config, knobs, evaluator, callbacks)
+            wait_finished(study, still_working=lambda: any(p.poll() is None for p, _ in workers))
+            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                break
         for proc, path in workers:
             if proc.poll() not in (None, 0):
                 log.warning("local worker pid %d exited with %d (log: %s)",
@@ -120,7 +148,8 @@ def _spawn(storage: str, study: str, k: int, seed: int, threads: int, run_dir: P
     path = run_dir / "workers" / f"worker-{k}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     paths = [os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), **{STORAGE_ENV: storage})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths),
+               **{STORAGE_ENV: storage, PARENT_ENV: str(os.getpid())})
     with open(path, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "autocompress.cli", "worker", "--study", study,
@@ -137,8 +166,9 @@ def join(storage: str, study_name: str, threads: int | None = None, seed: int | 
     from . import api
     from .device_profiles import DeviceProfile
     from .search.study import make_sampler
-    from .workloads import load_workload
 
+    if os.environ.get(PARENT_ENV):
+        end_with_parent(int(os.environ[PARENT_ENV]))
     study = load_study(storage, study_name)
     attrs = study.user_attrs
     if CONFIG_ATTR not in attrs:
@@ -147,10 +177,11 @@ def join(storage: str, study_name: str, threads: int | None = None, seed: int | 
     # the URL as this machine reaches the storage (the search may have said localhost)
     config = replace(api.SearchConfig.from_dict(attrs[CONFIG_ATTR]), storage=storage)
     profile = DeviceProfile.from_dict(attrs[PROFILE_ATTR], f"study {study_name!r} profile")
-    study.sampler = make_sampler(seed, config.trials, config.sampler)
+    study.sampler = make_sampler(config.seed if seed is None else seed, config.trials,
+                                 config.sampler)
     threads = threads or threads_per_worker(1)
     torch.set_num_threads(threads)   # loading a workload may train a model
-    workload = load_workload(config.model)
+    workload = api.load_user_workload(config.model)
     knobs = api.search_space(config, workload)[0]   # as the search shaped it (stored analysis)
     evaluator = api.make_evaluator(config, profile, workload)
     ran = []
@@ -158,3 +189,23 @@ def join(storage: str, study_name: str, threads: int | None = None, seed: int | 
         api.work_on(study, config, knobs, evaluator,
                     [*callbacks, lambda s, t: ran.append(t.number)])
     return len(ran)
+
+
+def end_with_parent(parent: int, poll_s: float = 0.5) -> None:
+    """Kill this process when ``parent`` dies: the kernel's parent-death signal (Linux),
+    and a thread that polls the parent pid (it also covers a parent gone already)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()

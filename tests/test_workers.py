@@ -7,6 +7,7 @@ The search process is paused (SIGSTOP) mid-trial so the workers, which take seco
 start, really share the queue with it; a pause shorter than the heartbeat grace period
 is exactly what a live but slow worker looks like.
 """
+import fcntl
 import json
 import os
 import re
@@ -105,11 +106,22 @@ def _pause_mid_trial(study, pid: int, lock: Path | None = None, ready=lambda: Tr
             os.kill(pid, signal.SIGSTOP)
             time.sleep(0.05)
             held = _running_of(study, pid)
-            if held and not (lock and lock.exists()):
+            if held and not (lock and _locked(lock)):
                 return held[0].number + 1   # (+1: trial 0 is a number, not falsy)
             os.kill(pid, signal.SIGCONT)
         return None
     return _until(paused, f"pid {pid} to hold a running trial") - 1
+
+
+def _locked(lock: Path) -> bool:
+    """Whether someone holds the journal's flock (search/storage.FlockLock)."""
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def _each_finishes_one(study, pids) -> None:
@@ -211,13 +223,13 @@ def test_search_and_two_workers_share_a_postgres_study(postgres, tmp_path, patie
         assert (tmp_path / "run" / p["artifact"]).stat().st_size == p["size_bytes"]
 
 
-def test_local_workers_share_a_journal_and_a_killed_worker_is_failed_not_lost(
+def test_local_workers_share_a_journal_and_a_killed_workers_trial_runs_again(
         tmp_path, patient, cache):
     n_trials, run = 10, tmp_path / "run"
     search = _start(["search", "--model", TINY, "--target", "host", "--trials", str(n_trials),
                      "--workers", "2", "--out", str(run)], tmp_path, "search", cache)
     procs = [search]
-    url, lock = st.journal_url(run / "study.journal"), run / "study.journal.lock"
+    url, lock = st.journal_url(run / "study.journal"), run / "study.journal.flock"
     try:
         study = _until(lambda: _open(url), "the search to create its study")
         _pause_mid_trial(study, search.pid, lock)
@@ -232,11 +244,13 @@ def test_local_workers_share_a_journal_and_a_killed_worker_is_failed_not_lost(
         _cleanup(procs)
 
     study = st.load_study(url, "autocompress")
-    trials = _assert_exact_queue(study, n_trials, interrupted=(killed,))
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert [t.number for t in failed] == [killed]
-    assert re.fullmatch(rf"interrupted: its worker process \(pid {child} on .+\) is gone",
-                        failed[0].user_attrs["fail_reason"])
+    trials = _assert_exact_queue(study, n_trials)
+    assert all(t.state == TrialState.COMPLETE for t in trials), "the killed trial ran again"
+    reasons = trials[killed].user_attrs[st.INTERRUPTIONS_ATTR]
+    assert len(reasons) == 1 and re.fullmatch(
+        rf"interrupted: its worker process \(pid {child} on .+\) is gone", reasons[0])
+    assert _pid(trials[killed]) == search.pid
+    assert not any(p.name.endswith(".rename") for p in run.iterdir()), "no lock leftovers"
     threads = threads_per_worker(2)
     assert {_pid(t) for t in trials} == {search.pid, child}
     assert all(t.user_attrs["worker"]["threads"] == threads for t in trials)
@@ -244,7 +258,7 @@ def test_local_workers_share_a_journal_and_a_killed_worker_is_failed_not_lost(
     document = json.loads((run / "pareto.json").read_text())
     assert document["config"]["workers"] == 2
     assert document["study"]["storage"] == url and (run / "study.journal").is_file()
-    assert (document["study"]["n_trials"], document["study"]["n_failed"]) == (n_trials, 1)
+    assert (document["study"]["n_trials"], document["study"]["n_failed"]) == (n_trials, 0)
     workers = document["study"]["workers"]
     assert workers["local_workers"] == 2 and workers["threads_per_worker"] == threads
     assert "2 concurrent worker process(es)" in workers["note"]
@@ -286,21 +300,29 @@ def test_stale_means_gone_or_silent_never_merely_running(kind, tmp_path, request
                            "interval '1 hour' WHERE trial_id = %s", (tid,))
         db.close()
     assert mark_interrupted(study) == 1
-    failed = study.trials[trial.number]
-    assert failed.state == TrialState.FAIL
-    assert failed.user_attrs["fail_reason"] == (
-        f"interrupted: no heartbeat from its worker (pid {os.getpid()} on elsewhere) "
-        f"for over {st.GRACE_S} s")
+    silent = (f"interrupted: no heartbeat from its worker (pid {os.getpid()} on elsewhere) "
+              f"for over {st.GRACE_S} s")
+    requeued = study.trials[trial.number]
+    assert requeued.state == TrialState.WAITING, "a stale trial goes back to the queue"
+    assert requeued.user_attrs[st.INTERRUPTIONS_ATTR] == [silent]
 
     gone = subprocess.Popen(["sleep", "30"])
     gone.kill()
     gone.wait()
+    dead = f"interrupted: its worker process (pid {gone.pid} on here) is gone"
+    for attempt in range(2, st.MAX_INTERRUPTIONS + 1):
+        again = QueuedStudy(study).ask()
+        assert again.number == trial.number, "a requeued trial runs before later ones"
+        assert mark_interrupted(study) == 0, "just taken again: its old beat does not count"
+        storage.set_trial_system_attr(again._trial_id, st.WORKER_ATTR,
+                                      {"machine": st.MACHINE, "host": "here", "pid": gone.pid})
+        assert mark_interrupted(study) == 1
+        frozen = study.trials[trial.number]
+        assert frozen.user_attrs[st.INTERRUPTIONS_ATTR] == [silent] + [dead] * (attempt - 1)
+    assert frozen.state == TrialState.FAIL, "a trial that keeps killing its worker is failed"
+    assert frozen.user_attrs["fail_reason"] == f"{dead} ({st.MAX_INTERRUPTIONS} times: not run again)"
     second = QueuedStudy(study).ask()
-    storage.set_trial_system_attr(second._trial_id, st.WORKER_ATTR,
-                                  {"machine": st.MACHINE, "host": "here", "pid": gone.pid})
-    assert mark_interrupted(study) == 1
-    assert study.trials[second.number].user_attrs["fail_reason"] == \
-        f"interrupted: its worker process (pid {gone.pid} on here) is gone"
+    assert second.number == trial.number + 1
     with pytest.raises(QueueDrained):
         QueuedStudy(study).ask()
     assert len(study.trials) == 2, "a drained queue never grows"

@@ -76,12 +76,49 @@ def spread(times: Sequence[float]) -> tuple[float, float, float]:
     return statistics.median(times), q[0], q[-1]
 
 
-def measure_peak_ram(path: Path | str, example: dict, threads: int = 2) -> int | None:
-    """Peak resident-memory growth (bytes) while loading the model and running one inference.
+def measure_peak_ram(path: Path | str, example: dict, threads: int = 2,
+                     timeout_s: float = 120.0) -> int | None:
+    """Peak resident-memory growth (bytes) of loading the model and running one inference,
+    measured in a fresh process: what a deployment that has run nothing else sees.
 
-    Resets the kernel's high-water mark (``/proc/self/clear_refs``), so it is a real
-    measurement of this process; returns None where the kernel does not allow it.
+    In a long-lived process the allocator reuses what earlier sessions freed, so the growth
+    depended on what ran before (0 bytes on over half of one run's front). Here a new
+    interpreter (``python -c``, not multiprocessing: no user ``__main__`` is re-imported)
+    imports ONNX Runtime, loads the example from a ``.npz`` file and measures once. None
+    (never 0) where /proc does not allow it or the child failed: the caller then reports
+    the cost model's prediction instead.
     """
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="autocompress-ram-") as tmp:
+        feed = Path(tmp) / "example.npz"
+        np.savez(feed, **example)
+        code = "from autocompress.backends.ort_runner import _peak_ram_main; _peak_ram_main()"
+        try:
+            done = subprocess.run([sys.executable, "-c", code, str(path), str(feed), str(threads)],
+                                  capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+    lines = done.stdout.split()
+    return int(lines[-1]) if done.returncode == 0 and lines and lines[-1].isdigit() else None
+
+
+def _peak_ram_main() -> None:
+    """The child of :func:`measure_peak_ram`: prints the growth in bytes (or ``none``)."""
+    import sys
+
+    path, feed, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with np.load(feed) as data:
+        example = {k: data[k] for k in data.files}
+    print(peak_ram_here(path, example, threads) or "none")
+
+
+def peak_ram_here(path: Path | str, example: dict, threads: int = 2) -> int | None:
+    """Peak RSS growth of loading ``path`` and running once *in this process* (resets the
+    kernel's high-water mark, ``/proc/self/clear_refs``); only meaningful in a process that
+    has run no model yet (see :func:`measure_peak_ram`). None: not positive, or no /proc."""
     try:
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")
@@ -93,7 +130,7 @@ def measure_peak_ram(path: Path | str, example: dict, threads: int = 2) -> int |
         del session
     except OSError:
         return None
-    return max(0, peak - base) * 1024
+    return (peak - base) * 1024 if peak > base else None
 
 
 def _status_kb(field: str) -> int:

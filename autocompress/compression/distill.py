@@ -1,8 +1,9 @@
 """Knowledge distillation: the compressed model relearns the uncompressed model's outputs.
 
 Teacher = the workload's uncompressed model, student = the compressed torch model,
-data = the workload's calibration batches (never the evaluation set), cut into small
-batches taken in a fixed order. Loss follows ``Workload.output_kind``: KL divergence of
+data = the workload's training batches (its calibration batches when it has none; never
+the evaluation set), cut into small batches taken in a fixed order. This is the short
+distillation a trial affords; long runs (QAT, the finalize stage) use :mod:`.recovery`. Loss follows ``Workload.output_kind``: KL divergence of
 temperature-softened softmaxes for "logits", squared error plus (1 - cosine) for
 "embedding". Runs last, as recovery after every structural change.
 
@@ -46,13 +47,21 @@ def distill_knobs(model: nn.Module) -> list[Knob]:
     return [Knob(WHOLE_MODEL, DISTILL_STEPS, STEP_CHOICES, TECHNIQUE)] if trainable else []
 
 
-def small_batches(workload) -> list[tuple[torch.Tensor, ...]]:
-    """Calibration batches cut into ``BATCH_ROWS``-row pieces, in order."""
+def small_batches(workload, limit: int | None = None,
+                  source: str = "training") -> list[tuple[torch.Tensor, ...]]:
+    """``BATCH_ROWS``-row pieces, in order, of the training batches (calibration when the
+    workload has none; ``source="calibration"`` for calibration itself); at most ``limit``
+    pieces (a short run needs only its first few of tens of thousands)."""
+    from ..workloads.base import recovery_batches
+
     out = []
-    for batch in workload.calibration:
+    batches = recovery_batches(workload) if source == "training" else workload.calibration
+    for batch in batches:
         args = [torch.from_numpy(batch[name]) for name in workload.input_names]
         for start in range(0, len(args[0]), BATCH_ROWS):
             out.append(tuple(a[start:start + BATCH_ROWS] for a in args))
+            if limit is not None and len(out) >= limit:
+                return out
     return out
 
 
@@ -82,7 +91,7 @@ def loss(kind: str, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tenso
 
 def calibration_loss(student: nn.Module, workload) -> float:
     """Mean distillation loss over all calibration batches (how far the student is)."""
-    batches = small_batches(workload)
+    batches = small_batches(workload, source="calibration")
     targets = teacher_outputs(workload, batches)
     kind = output_kind(workload)
     with torch.no_grad(), deterministic():
@@ -106,7 +115,7 @@ def distill(student: nn.Module, workload, steps: int) -> list[float]:
     params = _trainable(student)
     if not params:
         return []
-    batches = small_batches(workload)
+    batches = small_batches(workload, limit=steps)
     targets = teacher_outputs(workload, batches)
     kind = output_kind(workload)
     before = calibration_loss(student, workload)

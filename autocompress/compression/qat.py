@@ -3,12 +3,12 @@
 For one plan: the torch stage (pruning, low-rank...) runs as usual, then every weight the
 plan quantizes is fake-quantized with exactly the numbers the artifact will hold
 (:mod:`.fake_quant`, straight-through estimator), and the model is fine-tuned to match the
-uncompressed teacher's outputs on the calibration batches (loss and data of :mod:`.distill`:
+uncompressed teacher's outputs on the training batches (:mod:`.recovery`; loss of :mod:`.distill`:
 KL on softened logits, squared error + (1 - cosine) on embeddings). The trained float
 weights then go through the normal export + quantization path, so a QAT artifact has
 exactly the format of a PTQ one.
-Deterministic: :func:`.distill.deterministic` (seed, deterministic kernels, one thread),
-fixed batch order. Embedding tables stay frozen, as in distillation.
+Deterministic for a given plan, config and thread count (:mod:`.recovery`). Embedding
+tables stay frozen unless the config trains them (long runs, e.g. the finalize stage).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import distill
+from . import distill, recovery
 from .apply import Artifact, apply_plan, compress_torch, match_initializers
 from .fake_quant import FakeQuant, find_targets, weight_plans
 from .plan import Plan
@@ -27,25 +27,37 @@ from .quantize import to_opset
 
 
 LEARNING_RATE = {"logits": 3e-4, "embedding": 5e-5}
-"""Adam learning rates (cosine-decayed): lower than distillation's, the model is only nudged."""
+"""Learning rates of a short QAT pass (the model is only nudged); long recovery runs (the
+finalize stage) pass their own."""
 
 
 @dataclass(frozen=True)
 class QATConfig:
-    """Fine-tuning budget: ``steps`` Adam steps (cosine-decayed ``lr``) over the calibration
-    batches, in order."""
+    """Fine-tuning budget: ``steps`` optimizer steps over the workload's training batches
+    (calibration when it has none), in order; see :class:`.recovery.RecoveryConfig`."""
 
     steps: int = 60
     lr: float | None = None      # None: LEARNING_RATE for the workload's output kind
     seed: int = 0
+    batch_rows: int = 32
+    optimizer: str = "adamw"
+    schedule: str = "cosine"     # "one-cycle" for long runs
+    threads: int = 0             # 0: every core
+    train_embeddings: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "threads": self.recovery("logits").resolved_threads()}
+
+    def recovery(self, kind: str) -> recovery.RecoveryConfig:
+        return recovery.RecoveryConfig(
+            steps=self.steps, lr=self.lr or LEARNING_RATE.get(kind, 5e-5),
+            batch_rows=self.batch_rows, optimizer=self.optimizer, schedule=self.schedule,
+            train_embeddings=self.train_embeddings, threads=self.threads, seed=self.seed)
 
 
-def finetune(plan: Plan, workload, config: QATConfig = QATConfig(),
-             report: dict | None = None) -> nn.Module:
-    """The plan's compressed torch model, fine-tuned under the plan's fake quantization."""
+def quantization_aware(plan: Plan, workload) -> tuple[nn.Module, FakeQuant]:
+    """The plan's compressed torch model with every weight the plan stores in a low-bit
+    format fake-quantized to exactly the artifact's numbers."""
     from ..backends.onnx_export import export_onnx
 
     if workload.model is None:
@@ -53,44 +65,30 @@ def finetune(plan: Plan, workload, config: QATConfig = QATConfig(),
     student = compress_torch(plan, workload)
     proto = to_opset(export_onnx(student, workload))
     weights, calibration = weight_plans(plan, match_initializers(proto, student))
-    fake = FakeQuant(student, find_targets(student, proto, weights, calibration))
+    return student, FakeQuant(student, find_targets(student, proto, weights, calibration))
+
+
+def finetune(plan: Plan, workload, config: QATConfig = QATConfig(),
+             report: dict | None = None, progress=None) -> nn.Module:
+    """The plan's compressed torch model, fine-tuned under the plan's fake quantization
+    (plain distillation where the plan quantizes nothing)."""
+    student, fake = quantization_aware(plan, workload)
     report = {} if report is None else report
     report.update(quantized_weights=len(fake.targets), via_oracle=list(fake.via_oracle), losses=[])
-    if not fake.targets or config.steps <= 0:
+    if config.steps <= 0:
         return fake.remove().eval()
-    batches = distill.small_batches(workload)
-    teacher = distill.teacher_outputs(workload, batches)
     kind = distill.output_kind(workload)
-    frozen = {id(p): p for m in student.modules() if isinstance(m, nn.Embedding)
-              for p in m.parameters()}
-    for p in frozen.values():
-        p.requires_grad_(False)
-    params = [p for p in student.parameters() if id(p) not in frozen and p.dtype.is_floating_point]
-    with distill.deterministic(), torch.enable_grad():
-        torch.manual_seed(config.seed)
-        optimizer = torch.optim.Adam(params, lr=config.lr or LEARNING_RATE.get(kind, 5e-5))
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
-        student.eval()      # BatchNorm folded or frozen; no dropout in play
-        for step in range(config.steps):
-            i = step % len(batches)
-            loss = distill.loss(kind, distill._first(student(*batches[i])), teacher[i])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            report["losses"].append(loss.item())
-    for p in params:
-        p.grad = None
-    for p in frozen.values():
-        p.requires_grad_(True)
+    report["losses"] = recovery.train(student, workload, config.recovery(kind), progress)
+    report["recovery"] = config.recovery(kind).to_dict()
     return fake.remove().eval()
 
 
 def apply_qat(plan: Plan, workload, out_path: Path, config: QATConfig = QATConfig(),
-              timings: dict | None = None, report: dict | None = None) -> Artifact:
+              timings: dict | None = None, report: dict | None = None,
+              progress=None) -> Artifact:
     """Fine-tune (QAT) then export and quantize through the normal path."""
     timings = {} if timings is None else timings
     start = time.perf_counter()
-    model = finetune(plan, workload, config, report)
+    model = finetune(plan, workload, config, report, progress)
     timings["qat"] = time.perf_counter() - start
     return apply_plan(plan, workload, out_path, timings, model=model)

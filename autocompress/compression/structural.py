@@ -74,6 +74,38 @@ def resolve(plan: Plan) -> Plan:
     return Plan(units)
 
 
+def coherent(plan: Plan, contained: frozenset = frozenset()) -> Plan:
+    """:func:`resolve`, and no knob at all on the insides of a dropped block (their tensors
+    are gone, so a weight format or a pruning ratio there would change nothing): the plan a
+    search stores and shows is then exactly the one applied, knob for knob. Pruning groups
+    rooted inside a dropped block that also shrink layers outside it keep their ratio
+    (pruning runs before the drop); ``contained`` names the units whose pruning acts only
+    inside their block (attention heads, FFN neurons: :func:`contained_units`)."""
+    from .plan import WEIGHT_KNOBS
+
+    plan = resolve(plan)
+    dropped = {u for u, k in plan.units.items() if k.get(DROP) is True}
+    if not dropped:
+        return plan
+    units = {}
+    for unit, knobs in plan.units.items():
+        knobs = dict(knobs)
+        if unit not in dropped and _inside(unit, dropped):
+            _remove(knobs, *WEIGHT_KNOBS)
+            if unit in contained:
+                knobs.pop(PRUNE_RATIO, None)
+        if knobs:
+            units[unit] = knobs
+    return Plan(units)
+
+
+def contained_units(model: nn.Module) -> frozenset:
+    """Units whose pruning (heads, FFN neurons) changes nothing outside their module."""
+    from . import pruning
+
+    return frozenset(pruning.attention_units(model)) | frozenset(pruning.ffn_units(model))
+
+
 def _exit_keeps_blocks(plan: Plan) -> Plan:
     containers = {str(k[EXIT_AFTER]).rpartition(".")[0] for k in plan.units.values()
                   if k.get(EXIT_AFTER, "none") != "none"}

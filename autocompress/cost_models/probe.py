@@ -24,9 +24,9 @@ def _context():
 
 
 def _child(path: str, example: dict, threads: int, queue) -> None:
-    from ..backends.ort_runner import measure_peak_ram
+    from ..backends.ort_runner import peak_ram_here
 
-    queue.put(measure_peak_ram(path, example, threads))
+    queue.put(peak_ram_here(path, example, threads))
 
 
 def isolated_peak_ram(path: Path | str, example: dict, threads: int = 2,

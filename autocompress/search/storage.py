@@ -9,13 +9,23 @@ trials whose worker is gone, and only those. A worker writes who it is (machine,
 a heartbeat every ``HEARTBEAT_S`` through Optuna's own heartbeat thread. A trial is stale
 when its pid is dead on this machine, or when no heartbeat came for ``GRACE_S`` (the
 server's clock for RDB storages, this machine's for the local journal file; longer with
-``$AUTOCOMPRESS_HEARTBEAT_GRACE_S`` where workers may stall, e.g. swapping). Optuna's
-``fail_stale_trials`` then marks it FAIL with the reason in ``fail_reason``.
+``$AUTOCOMPRESS_HEARTBEAT_GRACE_S`` where workers may stall, e.g. swapping).
+
+A stale trial goes back to the queue (WAITING, its sampled parameters kept, the reason
+appended to its ``interruptions`` user attr), so a kill never costs an anchor, a seed or
+the baseline, and the rerun samples nothing new. Only a trial interrupted
+``MAX_INTERRUPTIONS`` times (a candidate that keeps killing its process, e.g. out of
+memory) is failed, by Optuna's ``fail_stale_trials``, with the reason in ``fail_reason``.
+
+The journal file is locked with ``flock`` (:class:`FlockLock`), which the kernel releases
+when its holder dies: a killed process leaves neither a stale lock nor a ``.rename`` link.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import threading
 import time
 import warnings
 from datetime import datetime
@@ -26,6 +36,7 @@ from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.trial import FrozenTrial, TrialState
 
 JOURNAL = "journal:///"
@@ -33,6 +44,8 @@ HEARTBEAT_S = 5
 GRACE_S = int(os.environ.get("AUTOCOMPRESS_HEARTBEAT_GRACE_S", 30))   # every process: same value
 WORKER_ATTR = "autocompress:worker"          # trial system attr: who runs it
 BEAT_ATTR = "autocompress:heartbeat"         # journal only: unix time of the last beat
+INTERRUPTIONS_ATTR = "interruptions"         # trial user attr: why earlier attempts stopped
+MAX_INTERRUPTIONS = 4                        # the 4th interruption of one trial fails it
 
 
 class StorageError(ValueError):
@@ -63,7 +76,8 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.BaseStor
         if must_exist and not path.is_file():
             raise StorageError(f"cannot open the study storage {url}: no such file {path}")
         if url.startswith(JOURNAL):
-            return HeartbeatJournalStorage(JournalFileBackend(str(path)))
+            return HeartbeatJournalStorage(JournalFileBackend(
+                str(path), lock_obj=FlockLock(f"{path}.flock")))
     engine = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgres") else {}
     try:
         with warnings.catch_warnings():
@@ -98,7 +112,8 @@ def load_study(url: str, name: str, sampler=None) -> optuna.Study:
 
 
 def fail_stale(study: optuna.Study) -> int:
-    """Fail the RUNNING trials whose worker is gone (see module doc); returns how many."""
+    """Requeue (or, interrupted too often, fail) the RUNNING trials whose worker is gone
+    (see module doc); returns how many."""
     if not is_heartbeat_enabled(study._storage):
         return 0
     running = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
@@ -106,16 +121,40 @@ def fail_stale(study: optuna.Study) -> int:
         warnings.simplefilter("ignore", ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     after = [study._storage.get_trial(i) for i in running]
-    return sum(t.state == TrialState.FAIL and
-               t.user_attrs.get("fail_reason", "").startswith("interrupted") for t in after)
+    return sum(t.state == TrialState.WAITING or (t.state == TrialState.FAIL and
+               t.user_attrs.get("fail_reason", "").startswith("interrupted")) for t in after)
 
 
 def announce(storage, trial_id: int) -> None:
-    """Say at once that this process runs ``trial_id`` (its heartbeat would say it a moment
-    later; a worker killed in between would leave a trial only the grace period can free)."""
+    """Say at once that this process runs ``trial_id`` and send a first beat (Optuna's
+    heartbeat thread would a moment later; a worker killed in between would leave a trial
+    only the grace period can free, and a requeued trial still holds its last run's beat)."""
     backend = getattr(storage, "_backend", storage)   # Optuna wraps RDB storages in a cache
     if isinstance(backend, _Liveness):
-        backend._announce(trial_id)
+        backend._announce(trial_id, force=True)
+        backend.record_heartbeat(trial_id)
+
+
+class FlockLock(BaseJournalFileLock):
+    """The journal's write lock as ``flock`` on a lock file: released by the kernel when
+    its holder dies (Optuna's symlink lock stays behind a killed process for its grace
+    period and can leave a ``.rename`` link). Local file systems only, like the journal."""
+
+    def __init__(self, path: str):
+        self._path = path
+        self._local = threading.local()   # one open file per thread: flock excludes them too
+
+    def acquire(self) -> bool:
+        handle = open(self._path, "a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        self._local.handle = handle
+        return True
+
+    def release(self) -> None:
+        handle = self._local.__dict__.pop("handle", None)
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
 
 def _boot_id() -> str:
@@ -161,21 +200,31 @@ class _Liveness:
     """What both storages add: say who runs a trial, and label stale trials before Optuna
     fails them (a finished trial's attributes can no longer be written)."""
 
-    def _announce(self, trial_id: int) -> None:
+    def _announce(self, trial_id: int, force: bool = False) -> None:
         announced = self.__dict__.setdefault("_announced", set())
-        if trial_id not in announced:
+        if force or trial_id not in announced:
             self.set_trial_system_attr(trial_id, WORKER_ATTR, {
                 "machine": MACHINE, "host": socket.gethostname(), "pid": os.getpid()})
             announced.add(trial_id)
 
-    def _labelled(self, trial: FrozenTrial, reason: str | None) -> bool:
+    def _to_fail(self, trial: FrozenTrial, reason: str | None) -> bool:
+        """Whether Optuna should fail this RUNNING trial now. A stale one is requeued
+        instead (module doc) unless it was interrupted ``MAX_INTERRUPTIONS`` times."""
         if reason is None:
             return False
+        past = list(trial.user_attrs.get(INTERRUPTIONS_ATTR, []))
         try:
-            self.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+            self.set_trial_user_attr(trial._trial_id, INTERRUPTIONS_ATTR, [*past, reason])
+            if len(past) + 1 >= MAX_INTERRUPTIONS:
+                self.set_trial_user_attr(trial._trial_id, "fail_reason",
+                                         f"{reason} ({len(past) + 1} times: not run again)")
+                return True
+            self.set_trial_system_attr(trial._trial_id, WORKER_ATTR, None)   # next run: another's
+            self._forget_beat(trial._trial_id)
+            self.set_trial_state_values(trial._trial_id, TrialState.WAITING)
         except UpdateFinishedTrialError:   # it finished meanwhile: not stale after all
-            return False
-        return True
+            pass
+        return False
 
     def _running(self, study_id: int) -> list[FrozenTrial]:
         return self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
@@ -183,6 +232,14 @@ class _Liveness:
 
 class HeartbeatRDBStorage(_Liveness, RDBStorage):
     """RDBStorage whose heartbeat also names the worker (stale: see :func:`why_stale`)."""
+
+    def _forget_beat(self, trial_id: int) -> None:
+        """A requeued trial's last beat must not make its next run look silent."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session, True) as session:
+            session.query(models.TrialHeartbeatModel).filter_by(trial_id=trial_id).delete()
 
     def record_heartbeat(self, trial_id: int) -> None:
         super().record_heartbeat(trial_id)   # first: a named trial always has a beat
@@ -194,7 +251,7 @@ class HeartbeatRDBStorage(_Liveness, RDBStorage):
         for trial in self._running(study_id):
             beat_age = GRACE_S + 1.0 if trial._trial_id in old else \
                 (0.0 if WORKER_ATTR in trial.system_attrs else None)
-            if self._labelled(trial, why_stale(trial, beat_age)):
+            if self._to_fail(trial, why_stale(trial, beat_age)):
                 stale.append(trial._trial_id)
         return stale
 
@@ -215,9 +272,12 @@ class HeartbeatJournalStorage(_Liveness, JournalStorage, BaseHeartbeat):
         for trial in self._running(study_id):
             beat = trial.system_attrs.get(BEAT_ATTR)
             reason = why_stale(trial, None if beat is None else time.time() - beat)
-            if self._labelled(trial, reason):
+            if self._to_fail(trial, reason):
                 stale.append(trial._trial_id)
         return stale
+
+    def _forget_beat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, BEAT_ATTR, None)
 
     def get_heartbeat_interval(self) -> int:
         return HEARTBEAT_S

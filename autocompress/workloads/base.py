@@ -47,6 +47,10 @@ class Workload:
     ``example`` is one batch-1 input used for ONNX export and latency timing.
     ``calibration`` and ``evaluation`` are disjoint lists of batches.
     ``calibration`` also serves as the corpus for vocabulary pruning.
+    ``training`` (optional, unlabeled, disjoint from both) feeds recovery training
+    (distillation, QAT, the finalize stage); without it they fall back to ``calibration``
+    and ``training_source`` says so. It may be a lazy sequence (MiniLM gathers its text on
+    first use), so building a workload stays cheap.
     ``score`` receives the model outputs for every evaluation batch and returns
     a :class:`Quality` (higher is better).
     """
@@ -64,6 +68,9 @@ class Workload:
     description: str = ""
     vocab_fallback_id: int | None = None
     """Token id that ids outside a pruned vocabulary map to (e.g. ``[UNK]``)."""
+    training: Sequence[Batch] = ()
+    training_source: str = ""
+    """Where the training batches come from, in words (shown in reports)."""
     output_kind: str = "logits"
     """What the first output is, for distillation: "logits" (class scores: KL of softened
     softmaxes) or "embedding" (vectors: squared error + cosine)."""
@@ -76,6 +83,35 @@ class Workload:
         if self.output_kind not in OUTPUT_KINDS:
             raise ValueError(f"workload {self.name!r}: output_kind {self.output_kind!r} is not one "
                              f"of {OUTPUT_KINDS}")
+        if not self.training_source:
+            object.__setattr__(self, "training_source", "calibration batches (no training set given)"
+                               if not self.training else "training batches given by the workload")
         missing = set(self.input_names) - set(self.example)
         if missing:
             raise ValueError(f"workload {self.name!r}: example lacks inputs {sorted(missing)}")
+
+
+class LazyBatches(Sequence):
+    """Batches built on first access (e.g. text gathered and tokenised at run time)."""
+
+    def __init__(self, build: Callable[[], Sequence[Batch]], description: str = ""):
+        self._build, self._batches, self.description = build, None, description
+
+    def _get(self) -> Sequence[Batch]:
+        if self._batches is None:
+            self._batches = list(self._build())
+        return self._batches
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __getitem__(self, index):
+        return self._get()[index]
+
+    def __bool__(self) -> bool:
+        return True     # known to exist without building it
+
+
+def recovery_batches(workload) -> Sequence[Batch]:
+    """The batches recovery training runs on: the training set, else calibration."""
+    return workload.training if workload.training else workload.calibration

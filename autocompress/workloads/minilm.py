@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from autocompress.workloads.base import Batch, Outputs, Quality, Workload
+from autocompress.workloads.base import Batch, LazyBatches, Outputs, Quality, Workload
 
 MAX_TOKENS = 64
 """Token limit. The model card allows 256; 64 keeps calibration, evaluation and
@@ -400,6 +400,33 @@ def _teacher_embeddings(n_calibration: int, n_evaluation: int, batch_size: int) 
     return embeddings
 
 
+TRAINING_PARAGRAPHS = 40_000
+TRAINING_BATCH = 32
+BUCKET_BATCHES = 64
+"""Training rows are sorted by length within windows of this many batches (less padding,
+about twice the steps per second), then the batches are shuffled with a fixed seed."""
+
+
+def training_batches(exclude: Sequence[str], limit: int = TRAINING_PARAGRAPHS,
+                     batch_size: int = TRAINING_BATCH, seed: int = SENTENCE_SEED) -> list[dict]:
+    """Docstring paragraphs of the installed packages (workloads/corpus.py), none near an
+    ``exclude`` sentence, tokenised into length-bucketed batches in a fixed order."""
+    from .corpus import collect_paragraphs
+
+    paragraphs = collect_paragraphs(exclude, limit=limit, seed=seed)
+    tokenizer = load_tokenizer()
+    lengths = [len(e.ids) for e in tokenizer.encode_batch(paragraphs)]
+    window = batch_size * BUCKET_BATCHES
+    batches = []
+    for start in range(0, len(paragraphs), window):
+        chunk = sorted(range(start, min(start + window, len(paragraphs))),
+                       key=lambda i: (lengths[i], i))
+        for b in range(0, len(chunk), batch_size):
+            batches.append(tokenize([paragraphs[i] for i in chunk[b:b + batch_size]]))
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
 def make_minilm_workload(n_calibration: int = 640, n_evaluation: int = 256, batch_size: int = 32) -> Workload:
     """The all-MiniLM-L6-v2 workload, scored by fidelity to the uncompressed model."""
     calibration, evaluation = split_sentences(n_calibration, n_evaluation)
@@ -413,6 +440,10 @@ def make_minilm_workload(n_calibration: int = 640, n_evaluation: int = 256, batc
         evaluation=_batches(evaluation, batch_size),
         score=make_scorer(teacher),
         model=load_minilm(),
+        training=LazyBatches(lambda: training_batches(calibration + evaluation)),
+        training_source=(f"up to {TRAINING_PARAGRAPHS} first paragraphs of installed packages' "
+                         "docstrings (parsed, not imported), none sharing a 6-word run with a "
+                         "calibration or evaluation sentence"),
         vocab_fallback_id=load_tokenizer().token_to_id("[UNK]"),
         output_kind="embedding",
         dynamic_axes={

@@ -1,0 +1,239 @@
+"""Budget-directed seeds and repair for one search: the integer program of
+:mod:`search.budget_solver` fed with this model's sensitivity and checked on real builds.
+
+Sizes are the built artifact's file size; latency and energy the primary target's cost
+model on the built graph (the numbers the constraint will see, predicted before any
+measurement). The solver's per-option savings are estimates:
+
+- size: the sensitivity's bytes saved by each choice alone;
+- latency / energy: a structural choice saves the target's uncompressed latency times the
+  fraction of compute-layer bytes it removes (weight formats are taken as saving none:
+  whether an int8 kernel is faster depends on the target);
+
+and every solution is built and checked, the limits tightened where a check overshoots.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .compression.plan import Plan, WEIGHT_KNOBS
+from .search import budget_solver
+from .search.space import params_to_plan
+
+DISTILLED_VARIANTS = True
+"""Each budget seed is also queued with the most distillation the space offers."""
+
+
+@dataclass
+class BudgetPlans:
+    """What the search needs: seed params, a repair function and the record for pareto.json."""
+
+    seeds: list
+    problem: budget_solver.Problem | None
+    record: dict
+
+    def repair(self, params: dict, knobs) -> dict | None:
+        if self.problem is None:
+            return None
+        return budget_solver.repair(params, self.problem, knobs)
+
+
+def limits_of(budget) -> dict:
+    limits = {}
+    if budget.max_size_bytes is not None:
+        limits["size"] = float(budget.max_size_bytes)
+    if budget.max_latency_s is not None:
+        limits["latency"] = float(budget.max_latency_s)
+    if budget.max_energy_j is not None:
+        limits["energy"] = float(budget.max_energy_j)
+    return limits
+
+
+def plan_of(params: dict, knobs, contained=frozenset()) -> Plan:
+    from .compression.structural import coherent
+
+    return coherent(params_to_plan(params, knobs), contained)
+
+
+def directed(knobs, analysis, budget, evaluator, progress=None) -> BudgetPlans:
+    """Seeds at the budget and below it, and the problem that repairs sampled plans."""
+    limits = limits_of(budget)
+    if not limits or analysis is None:
+        return BudgetPlans([], None, {})
+    start = time.perf_counter()
+    base_plan = Plan()
+    base = _numbers(evaluator, base_plan)
+    gather = {k.unit for k in knobs if k.name == "quant" and "w8a8" not in k.choices}
+    compute_bytes = 4.0 * sum(n for u, n in _unit_params(evaluator.workload.model, knobs).items()
+                              if u not in gather) or 1.0
+
+    def compute_share(knob, choice):
+        if knob.name in WEIGHT_KNOBS or knob.unit in gather or knob.unit.startswith("embeddings"):
+            return 0.0
+        s = analysis.saved_bytes(knob, choice)
+        return None if s is None else max(s, 0.0) / compute_bytes
+
+    saved = {"size": analysis.saved_bytes}
+    for resource in ("latency", "energy"):
+        if resource in limits:
+            saved[resource] = (lambda k, c, r=resource: None if compute_share(k, c) is None
+                               else compute_share(k, c) * base[r])
+    sizes = _unit_params(evaluator.workload.model, knobs)
+    problem = budget_solver.build_problem(knobs, analysis.drop, saved, base, limits,
+                                          _removals(evaluator.workload, knobs, sizes, analysis),
+                                          sizes)
+
+    from .compression.structural import contained_units
+
+    contained = contained_units(evaluator.workload.model)
+
+    def measure(params):
+        return _numbers(evaluator, plan_of(params, knobs, contained))
+
+    seeds, records = budget_solver.budget_seeds(
+        problem, knobs, measure, weights_after=_weights_after(evaluator.workload, knobs, sizes,
+                                                              contained))
+    recovery = next((k for k in knobs if k.name == "distill_steps"), None)
+    queued = list(seeds)
+    if DISTILLED_VARIANTS and recovery is not None:
+        queued += [{**s, recovery.key: max(recovery.choices)} for s in seeds]
+    record = {"limits": limits, "uncompressed": base, "ladder": list(budget_solver.LADDER),
+              "solutions": records, "n_seeds": len(queued),
+              "seconds": round(time.perf_counter() - start, 2),
+              "method": "scipy.optimize.milp multiple-choice knapsack over the sensitivity "
+                        "table; each solution built and checked, limits tightened on overshoot"}
+    return BudgetPlans(queued, problem, record)
+
+
+def _unit_params(model, knobs) -> dict[str, float]:
+    """Parameters of each weight unit (the module a weight knob names) in ``model``."""
+    modules = dict(model.named_modules())
+    units = sorted({k.unit for k in knobs if k.name in WEIGHT_KNOBS})
+    return {u: float(sum(p.numel() for p in modules[u].parameters())) if u in modules else 0.0
+            for u in units}
+
+
+def _removals(workload, knobs, sizes: dict, analysis):
+    """``removes(knob, choice)``: parameters a structural choice alone removes from each
+    weight unit. A unit's own factorisation removes from itself, a dropped block everything
+    inside it, a pruned attention / FFN module from its layers in proportion to their size;
+    anything else (a channel group coupling several layers) is built once and counted."""
+    from .compression.apply import compress_torch
+    from .compression.plan import DROP, RANK_RATIO
+
+    def removes(knob, choice) -> dict:
+        saved = analysis.saved_bytes(knob, choice) or 0.0
+        inside = {u: n for u, n in sizes.items() if u.startswith(knob.unit + ".")}
+        if knob.unit in sizes and knob.name == RANK_RATIO:
+            return {knob.unit: min(sizes[knob.unit], saved / 4.0)}
+        if knob.name == DROP:
+            return dict(inside)
+        if inside:
+            total = sum(inside.values()) or 1.0
+            return {u: min(n, saved / 4.0 * n / total) for u, n in inside.items()}
+        try:
+            model = compress_torch(Plan({knob.unit: {knob.name: choice}}), workload)
+        except Exception:     # a choice that cannot apply alone removes nothing we can count
+            return {}
+        after = _unit_params(model, knobs)
+        return {u: sizes[u] - after.get(u, 0.0) for u in sizes if sizes[u] > after.get(u, 0.0)}
+
+    return removes
+
+
+def _numbers(evaluator, plan: Plan) -> dict:
+    """Size of the built artifact and the primary target's predicted latency and energy."""
+    from .compression.apply import apply_plan
+    from .cost_models.layers import describe
+
+    artifact = apply_plan(plan, evaluator.workload, evaluator.artifact_path(plan))
+    prediction = evaluator.cost_model.predict(describe(artifact.path, evaluator.latency_shapes))
+    return {"size": float(artifact.size_bytes), "latency": float(prediction.latency_s),
+            "energy": float(prediction.energy_j)}
+
+
+def plan_params(plan: Plan, knobs) -> dict:
+    """A plan as Optuna params over ``knobs`` (knobs it does not set: their first choice)."""
+    return {k.key: plan.get(k.unit, k.name, k.choices[0]) for k in knobs}
+
+
+PROBLEM_ATTR = "budget_problem"
+
+
+def refiner(study, knobs, workload):
+    """What every trial's sampled plan becomes before it is built: repaired to fit the budget
+    (when the study holds a budget problem and the plan cannot fit by its estimate), then
+    made coherent (no knob inside a dropped block). Returns (plan, attrs to record)."""
+    from .compression.structural import coherent, contained_units
+
+    data = study.user_attrs.get(PROBLEM_ATTR)
+    problem = budget_solver.Problem.from_dict(data, knobs) if data else None
+    contained = contained_units(workload.model) if workload.model is not None else frozenset()
+
+    def refine(plan: Plan, sampled: bool = True) -> tuple[Plan, dict]:
+        info = {}
+        if problem is not None and sampled:
+            params = plan_params(plan, knobs)
+            fixed = budget_solver.repair(params, problem, knobs)
+            if fixed is not None and fixed != params:
+                info["repaired_from"] = plan.to_dict()
+                plan = params_to_plan(fixed, knobs)
+        if workload.model is not None:
+            applied = coherent(plan, contained)
+            if applied != plan:
+                info["sampled_plan"] = plan.to_dict()
+            plan = applied
+        return plan, info
+
+    return refine
+
+
+def _weights_after(workload, knobs, sizes: dict, contained):
+    """Parameters each weight unit keeps under a plan's structural choices (and the model's
+    total, key ``budget_solver.TOTAL``): the torch stage built once per structure."""
+    from .compression.apply import compress_torch
+
+    memo: dict[str, dict] = {}
+
+    def count(params: dict) -> dict:
+        plan = plan_of(params, knobs, contained)
+        structure = Plan({u: {k: v for k, v in ks.items() if k not in WEIGHT_KNOBS}
+                          for u, ks in plan.units.items()
+                          if any(k not in WEIGHT_KNOBS for k in ks)})
+        key = structure.digest()
+        if key not in memo:
+            model = compress_torch(structure, workload)
+            memo[key] = _unit_params(model, knobs)
+            memo[key][budget_solver.TOTAL] = float(sum(p.numel() for p in model.parameters()))
+        return memo[key]
+
+    return count
+
+
+def widen(shaped, full, seeds: list[dict]) -> list:
+    """The sampler's knobs (catastrophic choices removed) plus every choice a budget seed
+    takes: a tight budget may need a choice that alone costs much (recovery training gets
+    it back), and an enqueued plan must lie inside the space."""
+    from dataclasses import replace
+
+    by_key = {k.key: k for k in shaped}
+    used: dict[str, set] = {}
+    for params in seeds:
+        for key, value in params.items():
+            used.setdefault(key, set()).add(json_key(value))
+    out = []
+    for knob in full:
+        have = by_key.get(knob.key)
+        keep = [c for c in knob.choices
+                if (have is not None and c in have.choices) or json_key(c) in used.get(knob.key, ())
+                or c == knob.choices[0]]
+        if len(keep) > 1:
+            out.append(replace(knob, choices=tuple(keep)))
+    return out
+
+
+def json_key(value) -> str:
+    import json
+
+    return json.dumps(value)

@@ -1,0 +1,158 @@
+"""Recovery training: the compressed model relearns the uncompressed model's outputs.
+
+One loop serves the short distillation inside a trial (:mod:`.distill`), QAT
+(:mod:`.qat`, under fake quantization) and the long recovery of the finalize stage:
+teacher = the workload's uncompressed model, data = the workload's training batches
+(calibration when it has none; ``Workload.training_source`` says which), cut into
+``batch_rows``-row pieces taken in a fixed cyclic order, teacher outputs computed on the
+fly (no cache of tens of thousands of rows). Loss: :func:`.distill.loss`.
+
+Deterministic for a given plan, config and thread count: seeded, deterministic kernels,
+fixed batch order and a fixed thread count (recorded with the result, since reductions
+split by thread).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("cosine", "one-cycle")
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """How long and how a student trains toward its teacher."""
+
+    steps: int
+    lr: float
+    batch_rows: int = 32
+    optimizer: str = "adamw"         # adamw: decoupled weight decay on matrices only
+    schedule: str = "one-cycle"      # one-cycle: warm-up then cosine decay (long runs)
+    weight_decay: float = 0.01
+    train_embeddings: bool = True    # long runs: tables are factorised or pruned, train them
+    threads: int = 0                 # 0: every core of this machine
+    seed: int = 0
+    eps: float = 1e-5                # see distill.ADAM_EPS
+
+    def resolved_threads(self) -> int:
+        return self.threads or max(1, len(os.sched_getaffinity(0)))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "threads": self.resolved_threads()}
+
+
+def training_pieces(workload, batch_rows: int) -> list[tuple[torch.Tensor, ...]]:
+    """The recovery batches cut into ``batch_rows``-row pieces, in order."""
+    from ..workloads.base import recovery_batches
+
+    out = []
+    for batch in recovery_batches(workload):
+        args = [torch.from_numpy(batch[name]) for name in workload.input_names]
+        for start in range(0, len(args[0]), batch_rows):
+            out.append(tuple(a[start:start + batch_rows] for a in args))
+    return out
+
+
+def train(student: nn.Module, workload, config: RecoveryConfig,
+          progress: Callable[[int, float], None] | None = None,
+          teacher: nn.Module | None = None) -> list[float]:
+    """Train ``student`` toward ``teacher`` (default: the workload's model) for
+    ``config.steps`` steps; the loss per step. ``progress(step, loss)`` after each step."""
+    from . import distill
+
+    if config.steps <= 0:
+        return []
+    params = trainable(student, config.train_embeddings)
+    if not params:
+        return []
+    teacher = workload.model if teacher is None else teacher
+    pieces = training_pieces(workload, config.batch_rows)
+    kind = distill.output_kind(workload)
+    losses = []
+    with deterministic(config.seed, config.resolved_threads()), torch.enable_grad():
+        optimizer = _optimizer(params, config)
+        schedule = _schedule(optimizer, config)
+        student.eval()      # no dropout, no BatchNorm statistics drift: a function being fitted
+        for step, args in zip(range(config.steps), _cycle(pieces)):
+            with torch.no_grad():
+                target = distill._first(teacher(*args)).detach()
+            value = distill.loss(kind, distill._first(student(*args)), target)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(value.item())
+            if progress is not None:
+                progress(step + 1, losses[-1])
+    for p in student.parameters():
+        p.grad = None
+    return losses
+
+
+def _cycle(pieces: Sequence) -> Iterator:
+    while True:
+        yield from pieces
+
+
+def _optimizer(params: list[nn.Parameter], config: RecoveryConfig) -> torch.optim.Optimizer:
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, eps=config.eps)
+    decay = [p for p in params if p.ndim >= 2 and not getattr(p, "_is_embedding", False)]
+    rest = [p for p in params if not (p.ndim >= 2 and not getattr(p, "_is_embedding", False))]
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, eps=config.eps)
+
+
+def _schedule(optimizer, config: RecoveryConfig):
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.steps,
+        pct_start=min(0.3, max(0.05, 100 / config.steps)), anneal_strategy="cos",
+        cycle_momentum=False)
+
+
+def trainable(model: nn.Module, embeddings: bool = False) -> list[nn.Parameter]:
+    """Floating parameters to train, each once (shared blocks share parameters). Embedding
+    tables train only when asked (few rows see gradients on a small corpus)."""
+    tables = {id(p) for m in model.modules() if isinstance(m, nn.Embedding)
+              for p in m.parameters()}      # parameters(): a fake-quantized table's original too
+    seen, params = set(), []
+    for p in model.parameters():
+        if id(p) in seen or not p.dtype.is_floating_point:
+            continue
+        seen.add(id(p))
+        if id(p) in tables:
+            p._is_embedding = True
+            if not embeddings:
+                p.requires_grad_(False)
+                continue
+        p.requires_grad_(True)
+        params.append(p)
+    return params
+
+
+@contextlib.contextmanager
+def deterministic(seed: int = 0, threads: int = 1):
+    """Seeded RNG, deterministic kernels and a fixed thread count."""
+    was, before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was)
+            torch.set_num_threads(before)

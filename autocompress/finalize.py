@@ -1,0 +1,260 @@
+"""Finalize: long recovery training for the most promising candidates that fit the budget.
+
+A trial affords a few hundred training steps at most; the compression a tight budget needs
+takes thousands. After the search, within a time box (``--finalize 15m``):
+
+1. candidates: complete trials (full or proxy fidelity) that meet every limit of the budget
+   but quality, the best by untrained quality and the smallest (a structurally heavy plan
+   keeps little quality untrained but may recover the most);
+2. a short probe run of each (``PROBE_SHARE`` of the box, split among them) estimates its
+   *recovered* quality;
+3. the best probe gets the long run with what is left of the box (QAT: every stored weight
+   fake-quantized exactly, :mod:`compression.qat`, on the workload's training set). Its
+   artifact and numbers replace the untrained ones on the front; both qualities are kept.
+
+Each finished probe and final is stored in the study (user attrs ``finalize:probe:N`` and
+``finalize:final:N``) right after its artifact is written, so a resume after a kill keeps
+them. Step counts come from the measured seconds per step and are recorded: rebuilding
+with the recorded config (same thread count) gives the same bytes.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from .compression.plan import Plan
+from .crash_hook import stop_at
+
+DEFAULT_S = 900.0
+MAX_STEPS = 3000
+"""A run never takes more steps than this, whatever its box (a small model finishes early)."""
+PROBE = "finalize:probe:"
+FINAL = "finalize:final:"
+PROBE_SHARE = 0.25
+MIN_PROBE_STEPS, MIN_FINAL_STEPS = 20, 50
+TIMING_STEPS = 3
+LEARNING_RATE = {"embedding": 3e-4, "logits": 1e-3}
+"""Peak of the one-cycle schedule (AdamW): a pruned student relearns, not a nudge."""
+OVERHEAD_SHARE = 0.15
+"""Of a run's time, what building, exporting and measuring took beside the training steps
+is learned from the probes; before any probe this share of the box is held back."""
+
+
+def box(seconds: float | None, budget) -> float:
+    """The time box: as given, or (None) ``DEFAULT_S`` when the budget limits size, latency
+    or energy (the stage exists to recover what a tight budget costs) and 0 otherwise."""
+    if seconds is not None:
+        return float(seconds)
+    limited = any(getattr(budget, name, None) is not None
+                  for name in ("max_size_bytes", "max_latency_s", "max_energy_j"))
+    return DEFAULT_S if limited else 0.0
+
+
+@dataclass(frozen=True)
+class FinalizeConfig:
+    seconds: float = 900.0
+    candidates: int = 4
+    batch_rows: int = 32
+    threads: int = 0        # 0: every core
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+Progress = Callable[[str, float, "float | None"], None]
+"""(what is running, fraction of the box used, latest quality) after each step."""
+
+
+def candidates(study, budget, limit: int) -> list:
+    """Complete trials within every limit but quality, best untrained quality first and the
+    smallest next (distinct plans; the uncompressed model excluded)."""
+    from optuna.trial import TrialState
+
+    from .pipeline import TrialMetrics
+    from .search.objectives import Budget
+
+    limits = replace(budget, min_quality=None) if isinstance(budget, Budget) else budget
+    seen, fits = set(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        m = trial.user_attrs.get("metrics")
+        plan = trial.user_attrs.get("plan", {})
+        if not m or not plan.get("units") or m["plan_digest"] in seen:
+            continue
+        if all(v <= 0 for v in limits.violations(TrialMetrics.from_dict(m)).values()):
+            seen.add(m["plan_digest"])
+            fits.append(trial)
+    by_quality = sorted(fits, key=lambda t: (-t.user_attrs["metrics"]["quality"], t.number))
+    by_size = sorted(fits, key=lambda t: (t.user_attrs["metrics"]["size_bytes"], t.number))
+    half = (limit + 1) // 2
+    chosen = by_quality[:half]
+    for t in by_size:
+        if len(chosen) >= limit:
+            break
+        if t not in chosen:
+            chosen.append(t)
+    for t in by_quality[half:]:
+        if len(chosen) >= limit:
+            break
+        if t not in chosen:
+            chosen.append(t)
+    return chosen
+
+
+def records(study) -> tuple[dict[int, dict], dict[int, dict]]:
+    """(probes, finals) stored in the study, by trial number."""
+    attrs = study.user_attrs
+    probes = {int(k[len(PROBE):]): v for k, v in attrs.items() if k.startswith(PROBE)}
+    finals = {int(k[len(FINAL):]): v for k, v in attrs.items() if k.startswith(FINAL)}
+    return probes, finals
+
+
+def run(study, budget, evaluator, config: FinalizeConfig, run_dir: Path,
+        progress: Progress | None = None) -> dict[int, dict]:
+    """Probe the candidates, give the best the long run; the finals by trial number."""
+    workload = evaluator.workload
+    if config.seconds <= 0 or workload.model is None:
+        return records(study)[1]
+    probes, finals = records(study)
+    spent = sum(r.get("seconds", 0.0) for r in [*probes.values(), *finals.values()])
+    deadline = time.monotonic() + max(0.0, config.seconds - spent)
+    chosen = candidates(study, budget, config.candidates)
+    if not chosen:
+        return finals
+    box_start = time.monotonic() - spent
+    probe_seconds = config.seconds * PROBE_SHARE / len(chosen)
+    for trial in chosen:
+        if trial.number in probes or time.monotonic() >= deadline:
+            continue
+        record = _train(trial, evaluator, config, probe_seconds, MIN_PROBE_STEPS,
+                        evaluator.artifact_root / f"{_plan(trial).digest()}-probe.onnx",
+                        _reporter(progress, f"probe of trial {trial.number}", box_start, config))
+        probes[trial.number] = record
+        study.set_user_attr(PROBE + str(trial.number), record)
+        if progress is not None:
+            progress(f"probe of trial {trial.number} done",
+                     min(1.0, (time.monotonic() - box_start) / config.seconds), record["quality"])
+    ranked = sorted((t for t in chosen if t.number in probes),
+                    key=lambda t: (-probes[t.number]["quality"], t.number))
+    if not ranked or ranked[0].number in finals:
+        return finals
+    best = ranked[0]
+    overheads = [r["seconds"] - r["train_seconds"] for r in probes.values() if "train_seconds" in r]
+    overhead = max(overheads) if overheads else OVERHEAD_SHARE * config.seconds
+    seconds = deadline - time.monotonic() - overhead
+    if seconds <= 0:
+        return finals
+    plan = _plan(best)
+    stop_at("finalize-final")
+    destination = run_dir / "artifacts" / f"{plan.digest()}-final.onnx"
+    record = _train(best, evaluator, config, seconds, MIN_FINAL_STEPS, destination,
+                    _reporter(progress, f"recovery of trial {best.number}", box_start, config))
+    record["artifact"] = str(Path("artifacts") / destination.name)
+    record["probe_quality"] = probes[best.number]["quality"]
+    record["untrained_quality"] = best.user_attrs["metrics"]["quality"]
+    finals[best.number] = record
+    study.set_user_attr(FINAL + str(best.number), record)
+    return finals
+
+
+def _plan(trial) -> Plan:
+    return Plan.from_dict(trial.user_attrs["plan"])
+
+
+def qat_config(config: FinalizeConfig, steps: int, kind: str):
+    from .compression.qat import QATConfig
+
+    return QATConfig(steps=steps, lr=LEARNING_RATE.get(kind, 1e-3), seed=config.seed,
+                     batch_rows=config.batch_rows, optimizer="adamw", schedule="one-cycle",
+                     threads=config.threads, train_embeddings=True)
+
+
+def seconds_per_step(plan: Plan, workload, config: FinalizeConfig) -> float:
+    """Measured on a throwaway copy of the plan's QAT student (a few steps)."""
+    from .compression import distill, recovery
+    from .compression.qat import quantization_aware
+
+    student, _ = quantization_aware(plan, workload)
+    kind = distill.output_kind(workload)
+    marks = []
+    recovery.train(student, workload, qat_config(config, TIMING_STEPS + 1, kind).recovery(kind),
+                   lambda step, loss: marks.append(time.perf_counter()))
+    return (marks[-1] - marks[0]) / max(len(marks) - 1, 1)   # the first step warms up
+
+
+def _train(trial, evaluator, config: FinalizeConfig, seconds: float, min_steps: int,
+           path: Path, progress) -> dict:
+    """One time-boxed recovery run of a trial's plan: its artifact and measured numbers."""
+    from .compression import distill
+
+    workload = evaluator.workload
+    plan = _plan(trial)
+    began = time.perf_counter()
+    per_step = seconds_per_step(plan, workload, config)
+    steps = min(MAX_STEPS, max(min_steps, int(seconds / per_step)))
+    settings = qat_config(config, steps, distill.output_kind(workload))
+    train_began = time.perf_counter()
+    artifact, numbers = evaluator.evaluate_qat(plan, settings, progress, path=path)
+    return {"trial": trial.number, "plan_digest": plan.digest(), "steps": steps,
+            "seconds_per_step": per_step, "seconds": time.perf_counter() - began,
+            "train_seconds": numbers["timings_s"].get("qat", time.perf_counter() - train_began),
+            **numbers, "training_data": workload.training_source}
+
+
+def _reporter(progress: Progress | None, what: str, box_start: float, config: FinalizeConfig):
+    if progress is None:
+        return None
+
+    def on_step(step: int, loss: float) -> None:
+        progress(f"{what}: step {step}, loss {loss:.4f}",
+                 min(1.0, (time.monotonic() - box_start) / max(config.seconds, 1e-9)), None)
+
+    return on_step
+
+
+def final_point(trial, record: dict) -> dict:
+    """A trial as a front point with its recovered numbers; the untrained ones kept beside."""
+    from .report.pareto_json import point
+
+    untrained = point(trial, None)
+    out = point(trial, record["artifact"])
+    target = record["target"]
+    out.update(quality=record["quality"], quality_details=record["quality_details"],
+               artifact_sha256=record["artifact_sha256"], size_bytes=record["size_bytes"],
+               latency_s=target["latency_s"], peak_ram_bytes=target["peak_ram_bytes"],
+               energy_j=target["energy_j"], host_latency_s=record["host_latency_s"],
+               host_peak_ram_bytes=record.get("host_peak_ram_bytes"))
+    for key in ("latency_s", "peak_ram_bytes", "energy_j"):
+        out["provenance"][key] = target["provenance"][key]
+    out["provenance"]["host_latency_s"] = {"kind": "measured", "device": "host",
+                                           **record["host_latency"]}
+    out["untrained"] = {"quality": untrained["quality"],
+                        "quality_details": untrained["quality_details"],
+                        "artifact_sha256": untrained["artifact_sha256"],
+                        "fidelity": trial.user_attrs["metrics"].get("fidelity", "full")}
+    out["recovery"] = {k: record.get(k) for k in (
+        "steps", "seconds", "train_seconds", "seconds_per_step", "config", "training_data",
+        "probe_quality", "final_loss")}
+    return out
+
+
+def merge_front(points: list[dict], finals: list[dict]) -> list[dict]:
+    """The front after recovery: finals replace their untrained points, and any point a final
+    now dominates (quality up, latency and size down) leaves the front. A final that lost
+    quality (recovery over-fitted a small training set) is left out: the untrained point
+    stays, and the final's numbers stay in the study and in pareto.json's ``finalize``."""
+    finals = [f for f in finals if f["quality"] >= f["untrained"]["quality"]]
+    ids = {p["id"] for p in finals}
+    merged = [p for p in points if p["id"] not in ids] + list(finals)
+
+    def dominated(a, b):    # b dominates a
+        keys = (b["quality"] >= a["quality"], b["latency_s"] <= a["latency_s"],
+                b["size_bytes"] <= a["size_bytes"])
+        strict = (b["quality"] > a["quality"] or b["latency_s"] < a["latency_s"]
+                  or b["size_bytes"] < a["size_bytes"])
+        return all(keys) and strict
+
+    return sorted((p for p in merged if not any(dominated(p, q) for q in merged if q is not p)),
+                  key=lambda p: p["id"])

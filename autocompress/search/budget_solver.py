@@ -1,0 +1,351 @@
+"""Budget-directed plans: the per-layer choices that lose least quality and still fit.
+
+A multiple-choice knapsack solved as an integer program (``scipy.optimize.milp``, as
+HAWQ-V3 does for bit widths): per unit and group (one weight-storage choice and one
+structural choice per unit, as in :mod:`.seeding`) at most one option; minimise the sum of
+the options' measured quality drops (each at least the measurement's resolution, so no
+choice is taken for nothing) subject to
+
+- size: ``base - structural savings - format savings + overlap <= max_bytes``. A format's
+  saving is per parameter of its tensor; a structural option lists the parameters it
+  removes from each tensor (``removes``), and the format saving those removed parameters
+  would have had is added back through the product of the two binaries, linearised
+  (``w >= x + y - 1``), so a 4-bit pruned layer saves what it really saves;
+- latency / energy (optional): ``base - sum(saved) <= max``, each option's saving given by
+  the caller (e.g. from the primary target's cost model);
+- coherence: a dropped block, or one that shares its predecessor's weights, takes no other
+  choice inside it (its own tensors are gone).
+
+What the program cannot see (graph nodes of packed formats, scales, tensors removed twice)
+is caught by :func:`fit`: every solution is checked with a caller's exact
+``measure(params)`` (the built artifact's size, the cost model's latency) and the limits
+tightened by the overshoot until the plan fits. Plain data in and out (knob keys, Optuna
+params): no model here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..compression.knobs import Knob
+from ..compression.plan import DROP, SHARE, WEIGHT_KNOBS
+
+LADDER = (1.0, 0.85, 0.7)
+"""Seeds at the budget and below it (a smaller plan leaves room for what the model misses)."""
+MAX_REFITS = 4
+SLACK = 0.99
+"""A refit aims this much further below the corrected limit."""
+TIME_LIMIT_S = 5.0
+MIP_GAP = 0.01
+"""HiGHS stops within 1% of the optimum or after the time limit, with its best plan."""
+
+
+@dataclass(frozen=True)
+class Option:
+    knob: Knob
+    choice: object
+    drop: float
+    saved: Mapping[str, float]        # resource -> amount saved ("size", "latency", "energy")
+    removes: Mapping[str, float] = field(default_factory=dict)
+    """Structural options: parameters removed from each weight unit."""
+
+
+@dataclass
+class Problem:
+    """Options per (unit, group), the uncompressed totals and the limits (same resources);
+    ``unit_params``: parameters of each weight unit of the uncompressed model."""
+
+    groups: dict[tuple[str, str], list[Option]] = field(default_factory=dict)
+    base: dict[str, float] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
+    unit_params: dict[str, float] = field(default_factory=dict)
+
+    def scaled(self, fraction: float) -> "Problem":
+        return Problem(self.groups, self.base, {r: v * fraction for r, v in self.limits.items()},
+                       self.unit_params)
+
+    def with_limits(self, limits: Mapping[str, float]) -> "Problem":
+        return Problem(self.groups, self.base, dict(limits), self.unit_params)
+
+    def to_dict(self) -> dict:
+        """Plain JSON (stored with the study, so every worker repairs plans the same way)."""
+        return {"base": self.base, "limits": self.limits, "unit_params": self.unit_params,
+                "options": [[o.knob.key, o.choice, o.drop, dict(o.saved), group[1],
+                             dict(o.removes)]
+                            for group, opts in self.groups.items() for o in opts]}
+
+    @classmethod
+    def from_dict(cls, data: dict, knobs: Sequence[Knob]) -> "Problem":
+        by_key = {k.key: k for k in knobs}
+        problem = cls(base=dict(data["base"]), limits=dict(data["limits"]),
+                      unit_params=dict(data.get("unit_params", {})))
+        for key, choice, drop, saved, group, removes in data["options"]:
+            knob = by_key.get(key)
+            if knob is not None and choice in knob.choices:
+                problem.groups.setdefault((knob.unit, group), []).append(
+                    Option(knob, choice, float(drop), saved, removes))
+        return problem
+
+
+def build_problem(knobs: Sequence[Knob], drop: Callable, saved: Mapping[str, Callable],
+                  base: Mapping[str, float], limits: Mapping[str, float],
+                  removes: Callable | None = None,
+                  unit_params: Mapping[str, float] | None = None) -> Problem:
+    """Options of every measured choice. ``saved[resource](knob, choice)``: the saving (None:
+    unknown, the option is left out when the resource is limited); ``removes(knob, choice)``:
+    a structural option's parameters removed per weight unit."""
+    drops = [abs(d) for k in knobs for c in k.choices[1:] if (d := drop(k, c))]
+    floor = min(drops, default=1e-6) or 1e-6
+    problem = Problem(base=dict(base), limits={r: float(v) for r, v in limits.items()},
+                      unit_params=dict(unit_params or {}))
+    for knob in knobs:
+        group = (knob.unit, "weight" if knob.name in WEIGHT_KNOBS else "structure")
+        for choice in knob.choices[1:]:
+            d = drop(knob, choice)
+            if d is None:
+                continue
+            savings = {}
+            for resource, fn in saved.items():
+                s = fn(knob, choice)
+                if s is None and resource in problem.limits:
+                    break
+                savings[resource] = float(s or 0.0)
+            else:
+                gone = dict(removes(knob, choice) or {}) if removes and group[1] == "structure" else {}
+                problem.groups.setdefault(group, []).append(
+                    Option(knob, choice, max(float(d), floor), savings, gone))
+    return problem
+
+
+def solve(problem: Problem, knobs: Sequence[Knob]) -> dict | None:
+    """Optuna params of the least-drop plan within the limits; None when none fits."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    identity = {k.key: k.choices[0] for k in knobs}
+    if all(problem.base.get(r, 0.0) <= lim for r, lim in problem.limits.items()):
+        return identity
+    options = [(g, o) for g, opts in problem.groups.items() for o in opts]
+    if not options:
+        return None
+    overlaps = _overlaps(problem, options)          # (structural i, weight j, bytes)
+    n, m = len(options), len(overlaps)
+    cost = np.concatenate([[o.drop for _, o in options], np.zeros(m)])
+    rows, lower, upper = [], [], []
+
+    def add(row, lo, hi):
+        rows.append(row)
+        lower.append(lo)
+        upper.append(hi)
+
+    for group in problem.groups:            # at most one option per (unit, group)
+        add([1.0 if g == group else 0.0 for g, _ in options] + [0.0] * m, 0.0, 1.0)
+    for resource, limit in problem.limits.items():
+        need = problem.base.get(resource, 0.0) - limit   # savings - overlap >= need
+        row = [o.saved.get(resource, 0.0) for _, o in options]
+        row += [-b if resource == "size" else 0.0 for _, _, b in overlaps]
+        add(row, need, np.inf)
+    for k, (i, j, _) in enumerate(overlaps):          # w_k >= x_i + x_j - 1
+        row = [0.0] * (n + m)
+        row[i], row[j], row[n + k] = -1.0, -1.0, 1.0
+        add(row, -1.0, np.inf)
+    for block in _dropped_blocks(options):  # a dropped block takes nothing inside it
+        row = [0.0] * (n + m)
+        for i, (g, o) in enumerate(options):
+            if o.knob.unit == block and o.knob.name in (DROP, SHARE):
+                row[i] = float(n)
+            elif g[0].startswith(block + "."):
+                row[i] = 1.0
+        add(row, 0.0, float(n))
+    result = milp(cost, integrality=np.concatenate([np.ones(n), np.zeros(m)]),
+                  bounds=Bounds(0, 1), constraints=LinearConstraint(np.array(rows), lower, upper),
+                  options={"time_limit": TIME_LIMIT_S, "mip_rel_gap": MIP_GAP})
+    if result.x is None:
+        return None
+    params = dict(identity)
+    for (_, option), x in zip(options, result.x[:n]):
+        if x > 0.5:
+            params[option.knob.key] = option.choice
+    return params
+
+
+def _overlaps(problem: Problem, options) -> list[tuple[int, int, float]]:
+    """(option i, option j, bytes counted twice if both are taken): a weight format's saving
+    on parameters a structural option removes; and two structural options of different
+    units removing from one tensor (fractions multiply: ``n (1 - a)(1 - b)`` remain, so
+    ``a b n`` parameters were subtracted twice)."""
+    weights: dict[str, list[tuple[int, float]]] = {}
+    structural: dict[str, list[tuple[int, str, float]]] = {}
+    for j, (g, o) in enumerate(options):
+        full = problem.unit_params.get(g[0])
+        if g[1] == "weight" and full:
+            weights.setdefault(g[0], []).append((j, o.saved.get("size", 0.0) / full))
+        for unit, removed in o.removes.items():
+            if removed > 0:
+                structural.setdefault(unit, []).append((j, g[0], removed))
+    out = []
+    for i, (g, o) in enumerate(options):
+        for unit, removed in o.removes.items():
+            for j, per_param in weights.get(unit, ()):
+                if removed > 0 and per_param > 0:
+                    out.append((i, j, removed * per_param))
+    for unit, removals in structural.items():
+        n = problem.unit_params.get(unit)
+        if not n:
+            continue
+        for a, (i, group_i, r_i) in enumerate(removals):
+            for j, group_j, r_j in removals[a + 1:]:
+                if group_i != group_j:
+                    out.append((i, j, 4.0 * r_i * r_j / n))
+    return out
+
+
+def _dropped_blocks(options) -> list[str]:
+    """Blocks a choice removes (dropped) or discards (sharing its predecessor's weights)."""
+    return sorted({o.knob.unit for _, o in options
+                   if o.knob.name in (DROP, SHARE) and o.choice is True})
+
+
+TOTAL = ""
+"""Key of ``weights_after``'s count of every parameter of the model."""
+ROUNDS = 3
+
+
+def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
+              rounds: int = ROUNDS) -> dict | None:
+    """The joint program split in two knapsacks without products, solved in turn: formats
+    for a given structure (exact: ``weights_after`` counts the parameters each tensor keeps),
+    then structure for the bytes per parameter those formats store, and again. Large models
+    make the joint program's products too slow for the solver; each knapsack here takes
+    well under a second."""
+    weight_groups = {g: o for g, o in problem.groups.items() if g[1] == "weight"}
+    structure_groups = {g: o for g, o in problem.groups.items() if g[1] == "structure"}
+    full = weights_after({k.key: k.choices[0] for k in knobs})
+    identity = {k.key: k.choices[0] for k in knobs}
+    formats = solve(Problem(weight_groups, problem.base, problem.limits, problem.unit_params),
+                    knobs) or identity
+    best = None
+    for _ in range(rounds):
+        per_param = _bytes_per_param(problem, formats)
+        saving = {u: n * (4.0 - per_param.get(u, 4.0)) for u, n in problem.unit_params.items()}
+        base = dict(problem.base)
+        base["size"] = base.get("size", 0.0) - sum(saving.values())
+        groups = {g: [Option(o.knob, o.choice, o.drop,
+                             {**o.saved, "size": sum(r * per_param.get(u, 4.0)
+                                                     for u, r in o.removes.items())
+                              if o.removes else o.saved.get("size", 0.0)})
+                      for o in opts] for g, opts in structure_groups.items()}
+        structure = solve(Problem(groups, base, problem.limits, problem.unit_params), knobs)
+        if structure is None:
+            break
+        after = weights_after(structure)
+        pinned = {k: v for k, v in structure.items() if v != identity[k]}
+        base = dict(problem.base)
+        base["size"] = problem.base["size"] - 4.0 * (full[TOTAL] - after[TOTAL])
+        for g, opts in structure_groups.items():
+            for o in opts:
+                if pinned.get(o.knob.key) == o.choice:
+                    for r, v in o.saved.items():
+                        if r != "size":
+                            base[r] = base.get(r, 0.0) - v
+        groups = {g: [Option(o.knob, o.choice, o.drop,
+                             {**o.saved, "size": o.saved.get("size", 0.0)
+                              * after.get(g[0], 0.0) / full[g[0]] if full.get(g[0]) else 0.0})
+                      for o in opts] for g, opts in weight_groups.items()}
+        chosen = solve(Problem(groups, base, problem.limits, problem.unit_params), knobs)
+        if chosen is None:
+            break
+        formats = chosen
+        best = {**chosen, **pinned}
+    return best
+
+
+def _bytes_per_param(problem: Problem, params: dict) -> dict[str, float]:
+    out = {}
+    for (unit, kind), opts in problem.groups.items():
+        n = problem.unit_params.get(unit)
+        if kind != "weight" or not n:
+            continue
+        for o in opts:
+            if params.get(o.knob.key) == o.choice:
+                out[unit] = max(0.0, 4.0 - o.saved.get("size", 0.0) / n)
+    return out
+
+
+def fit(problem: Problem, knobs: Sequence[Knob],
+        measure: Callable[[dict], Mapping[str, float]] | None = None,
+        weights_after: Callable | None = None) -> tuple[dict | None, dict]:
+    """Solve (jointly, or by :func:`alternate` given ``weights_after``), then check the plan
+    with ``measure`` (exact numbers per limited resource) and tighten each overshot limit
+    until the measured plan fits (at most ``MAX_REFITS``). Returns (params or None, a record
+    of the attempts)."""
+    wanted = dict(problem.limits)
+    limits = dict(wanted)
+    attempts = []
+    for _ in range(MAX_REFITS + 1):
+        scaled = problem.with_limits(limits)
+        params = (alternate(scaled, knobs, weights_after) if weights_after is not None
+                  else solve(scaled, knobs))
+        if params is None:
+            attempts.append({"limits": dict(limits), "result": "no plan within the limits"})
+            return None, {"attempts": attempts}
+        measured = dict(measure(params)) if measure is not None else {}
+        attempts.append({"limits": dict(limits), "measured": measured})
+        over = {r: measured[r] / wanted[r] for r in wanted
+                if r in measured and measured[r] > wanted[r]}
+        if not over:
+            return params, {"attempts": attempts}
+        model = estimate(params, problem)
+        for resource in over:       # the model saw savings that were not all there
+            base = problem.base.get(resource, 0.0)
+            modelled, real = base - model.get(resource, base), base - measured[resource]
+            ratio = min(1.0, real / modelled) if modelled > 0 and real > 0 else 0.5
+            missed = measured[resource] - wanted[resource]
+            limits[resource] = SLACK * min(base - (base - limits[resource]) / ratio,
+                                           limits[resource] - missed)
+    return None, {"attempts": attempts}
+
+
+def budget_seeds(problem: Problem, knobs: Sequence[Knob], measure=None,
+                 ladder: Sequence[float] = LADDER,
+                 weights_after: Callable | None = None) -> tuple[list[dict], list[dict]]:
+    """Seeds at each fraction of the limits (duplicates removed); and what each attempt was."""
+    seeds, records = [], []
+    for fraction in ladder:
+        params, record = fit(problem.scaled(fraction), knobs, measure, weights_after)
+        records.append({"fraction": fraction, **record, "found": params is not None})
+        if params is not None and params not in seeds:
+            seeds.append(params)
+    return seeds, records
+
+
+def estimate(params: dict, problem: Problem) -> dict[str, float]:
+    """The program's totals for ``params`` (its model, not a measurement)."""
+    chosen = [o for opts in problem.groups.values() for o in opts
+              if params.get(o.knob.key) == o.choice]
+    totals = dict(problem.base)
+    for o in chosen:
+        for r, s in o.saved.items():
+            totals[r] = totals.get(r, 0.0) - s
+    options = [((o.knob.unit, "weight" if o.knob.name in WEIGHT_KNOBS else "structure"), o)
+               for o in chosen]
+    for _, _, bytes_ in _overlaps(problem, options):
+        totals["size"] = totals.get("size", 0.0) + bytes_
+    return totals
+
+
+def repair(params: dict, problem: Problem, knobs: Sequence[Knob]) -> dict | None:
+    """A sampled plan that cannot fit (by the program's estimate), moved to the nearest plan
+    that does: keeping a sampled choice costs almost nothing, any other choice its drop plus
+    one resolution unit. None when it fits already or nothing fits."""
+    totals = estimate(params, problem)
+    if all(totals.get(r, 0.0) <= lim for r, lim in problem.limits.items()):
+        return None
+    floor = min((o.drop for opts in problem.groups.values() for o in opts), default=1e-6)
+    biased = problem.with_limits(problem.limits)
+    biased.groups = {group: [Option(o.knob, o.choice,
+                                    floor * 1e-3 if params.get(o.knob.key) == o.choice
+                                    else o.drop + floor, o.saved, o.removes) for o in opts]
+                     for group, opts in problem.groups.items()}
+    return solve(biased, knobs)

@@ -1,0 +1,110 @@
+"""The budget solver: plans that meet the budget by its model, exact on a small instance,
+coherent around dropped blocks, and repairs that move a sampled plan inside the budget."""
+import itertools
+
+import pytest
+
+from autocompress.compression.knobs import Knob
+from autocompress.search import budget_solver
+from autocompress.search.budget_solver import Option, Problem, estimate, repair, solve
+
+
+def small_instance():
+    """Two layers with a weight format each and one with a structural choice."""
+    knobs = [Knob("a", "quant", ("float", "w8", "w4"), "q"),
+             Knob("b", "quant", ("float", "w8", "w4"), "q"),
+             Knob("b", "rank_ratio", (1.0, 0.5), "lr")]
+    drops = {("a", "w8"): 0.01, ("a", "w4"): 0.05, ("b", "w8"): 0.02, ("b", "w4"): 0.03,
+             ("b", 0.5): 0.04}
+    saved = {("a", "w8"): 300.0, ("a", "w4"): 350.0, ("b", "w8"): 600.0, ("b", "w4"): 700.0,
+             ("b", 0.5): 400.0}
+    removes = {("b", 0.5): {"b": 100.0}}
+    problem = budget_solver.build_problem(
+        knobs, lambda k, c: drops.get((k.unit, c)), {"size": lambda k, c: saved.get((k.unit, c))},
+        {"size": 1300.0}, {"size": 800.0},
+        lambda k, c: removes.get((k.unit, c)), {"a": 100.0, "b": 200.0})
+    return knobs, problem
+
+
+def true_size(params):
+    """The instance's exact size: 4 bytes per float, 1 per w8, 0.5 per w4, + 100 overhead."""
+    per = {"float": 4.0, "w8": 1.0, "w4": 0.5}
+    n_b = 100.0 if params["b:rank_ratio"] == 0.5 else 200.0
+    return 100 + 100 * per[params["a:quant"]] + n_b * per[params["b:quant"]]
+
+
+def test_the_instance_model_is_the_true_size():
+    knobs, problem = small_instance()
+    for values in itertools.product(*(k.choices for k in knobs)):
+        params = {k.key: v for k, v in zip(knobs, values)}
+        assert estimate(params, problem)["size"] == pytest.approx(true_size(params))
+
+
+@pytest.mark.parametrize("limit", [1300.0, 800.0, 500.0, 350.0, 250.0, 200.0])
+def test_solution_is_the_exhaustive_optimum(limit):
+    knobs, problem = small_instance()
+    problem = problem.with_limits({"size": limit})
+    drops = {o.knob.key + str(o.choice): o.drop for opts in problem.groups.values() for o in opts}
+    best = None
+    for values in itertools.product(*(k.choices for k in knobs)):
+        params = {k.key: v for k, v in zip(knobs, values)}
+        if true_size(params) <= limit:
+            cost = sum(drops.get(k + str(v), 0.0) for k, v in params.items())
+            best = cost if best is None else min(best, cost)
+    found = solve(problem, knobs)
+    if best is None:
+        assert found is None
+        return
+    assert true_size(found) <= limit
+    cost = sum(drops.get(k + str(v), 0.0) for k, v in found.items())
+    assert cost == pytest.approx(best)
+
+
+def test_fit_tightens_until_the_measured_plan_fits():
+    """The measurement sees 60 bytes the model does not (graph nodes of packed formats):
+    the refit lowers the limit until the measured plan is within the budget."""
+    knobs, problem = small_instance()
+    problem = problem.with_limits({"size": 400.0})
+    params, record = budget_solver.fit(problem, knobs, lambda p: {"size": true_size(p) + 60})
+    assert params is not None and true_size(params) + 60 <= 400.0
+    assert len(record["attempts"]) >= 2
+
+
+def test_an_unreachable_budget_gives_no_plan():
+    knobs, problem = small_instance()
+    params, record = budget_solver.fit(problem.with_limits({"size": 100.0}), knobs,
+                                       lambda p: {"size": true_size(p)})
+    assert params is None and record["attempts"][-1]["result"] == "no plan within the limits"
+
+
+def test_a_dropped_block_takes_nothing_inside_it():
+    knobs = [Knob("blk", "drop", (False, True), "depth"),
+             Knob("blk.fc", "quant", ("float", "w4"), "q"),
+             Knob("other", "quant", ("float", "w4"), "q")]
+    problem = Problem(base={"size": 1000.0}, limits={"size": 250.0},
+                      unit_params={"blk.fc": 100.0, "other": 100.0})
+    problem.groups = {
+        ("blk", "structure"): [Option(knobs[0], True, 0.01, {"size": 500.0}, {"blk.fc": 100.0})],
+        ("blk.fc", "weight"): [Option(knobs[1], "w4", 0.001, {"size": 350.0})],
+        ("other", "weight"): [Option(knobs[2], "w4", 0.001, {"size": 350.0})]}
+    params = solve(problem, knobs)
+    assert params["blk:drop"] is True and params["blk.fc:quant"] == "float"
+
+
+def test_repair_keeps_what_fits_and_moves_the_rest():
+    knobs, problem = small_instance()
+    sampled = {"a:quant": "w8", "b:quant": "float", "b:rank_ratio": 1.0}   # 100 + 100 + 800
+    fixed = repair(sampled, problem.with_limits({"size": 500.0}), knobs)
+    assert fixed is not None and true_size(fixed) <= 500.0
+    assert fixed["a:quant"] == "w8"                     # the sampled choice that helps stays
+    assert repair({"a:quant": "w4", "b:quant": "w4", "b:rank_ratio": 1.0},
+                  problem.with_limits({"size": 500.0}), knobs) is None   # fits: left alone
+
+
+def test_problem_round_trips_through_json():
+    import json
+
+    knobs, problem = small_instance()
+    again = Problem.from_dict(json.loads(json.dumps(problem.to_dict())), knobs)
+    params = {"a:quant": "w4", "b:quant": "w8", "b:rank_ratio": 0.5}
+    assert estimate(params, again) == estimate(params, problem)

@@ -1,0 +1,231 @@
+"""Crash windows (issue 16): a real SIGKILL of a real search process at a named point
+(``AUTOCOMPRESS_STOP_AT`` stops it there, then the test kills it), then ``--resume``
+must give what an undisturbed run with the same seed gives. Also: local workers end with
+their search, moved and copied run folders resume their own study, a missing or empty
+study is refused, and the journal lock never outlives a killed holder.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autocompress import api
+from autocompress.cli import main
+from autocompress.search import storage as st
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "tests.tiny_workload:make_workload"
+CLI = [sys.executable, "-m", "autocompress.cli"]
+ARGS = ["--model", TINY, "--target", "raspberry-pi-4", "--trials", "6", "--seed", "3"]
+DEADLINE_S = 120
+
+
+def _env(**extra) -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", AUTOCOMPRESS_THREADS="1",
+                **extra)
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (R, S, T = stopped, Z = zombie), None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2]
+
+
+def _until(condition, what: str, timeout: float = DEADLINE_S):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _kill_at(point: str, run: Path, log: Path) -> None:
+    """Start a search that stops itself at ``point``, then SIGKILL it there."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(CLI + ["search", *ARGS, "--out", str(run)], cwd=ROOT,
+                                env=_env(AUTOCOMPRESS_STOP_AT=point), stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        _until(lambda: _state(proc.pid) == "T" or proc.poll() is not None, f"stop at {point}")
+        assert proc.poll() is None, log.read_text()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _study(run: Path) -> optuna.Study:
+    return st.load_study(f"sqlite:///{run.resolve() / 'study.db'}", "autocompress")
+
+
+def _outcome(document: dict) -> tuple:
+    front = document["front"]
+    history = document["study"]["hypervolume"]["history"]
+    return (max(p["quality"] for p in front), history[-1]["hypervolume"],
+            sorted(p["id"] for p in front))
+
+
+@pytest.fixture(scope="module")
+def undisturbed(tmp_path_factory):
+    run = tmp_path_factory.mktemp("undisturbed") / "run"
+    assert main(["search", *ARGS, "--out", str(run)]) == 0
+    return run, json.loads((run / "pareto.json").read_text())
+
+
+@pytest.mark.parametrize("point", ["queue", "trial-0"])
+def test_a_kill_inside_queue_creation_or_trial_0_changes_nothing(point, tmp_path, undisturbed):
+    ref_run, ref = undisturbed
+    run = tmp_path / "run"
+    _kill_at(point, run, tmp_path / "search.log")
+    killed = _study(run).get_trials(deepcopy=False)
+    if point == "queue":   # the window is real: only the first anchor was enqueued
+        assert len(killed) == 1 and killed[0].state == TrialState.WAITING
+    else:
+        assert killed[0].state == TrialState.RUNNING
+
+    document = api.resume(run).document
+    trials = _study(run).get_trials(deepcopy=False)
+    expected = _study(ref_run).get_trials(deepcopy=False)
+    assert [t.system_attrs.get("fixed_params") for t in trials] == \
+        [t.system_attrs.get("fixed_params") for t in expected], "every anchor and seed, in order"
+    assert [t.params for t in trials] == [t.params for t in expected], "same proposals"
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    if point == "trial-0":
+        assert len(trials[0].user_attrs[st.INTERRUPTIONS_ATTR]) == 1, "the baseline ran again"
+    assert document["baseline"] is not None and document["baseline"]["id"] == 0
+    assert _outcome(document) == _outcome(ref)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2:].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_local_workers_end_with_their_killed_search_and_resume_finishes(tmp_path):
+    run, n_trials = tmp_path / "run", 8
+    with open(tmp_path / "search.log", "wb") as out:
+        search = subprocess.Popen(
+            CLI + ["search", "--model", TINY, "--target", "host", "--trials", str(n_trials),
+                   "--workers", "2", "--out", str(run)],
+            cwd=ROOT, env=_env(AUTOCOMPRESS_STOP_AT="trial-0"), stdout=out,
+            stderr=subprocess.STDOUT)   # the search stops in trial 0: its worker takes the rest
+    try:
+        worker = _until(lambda: next(iter(_children(search.pid)), None), "the local worker")
+        url = st.journal_url(run / "study.journal")
+
+        def worker_running():
+            try:
+                study = st.load_study(url, "autocompress")
+            except (st.StorageError, KeyError, ValueError):
+                return False
+            return any(t.user_attrs.get("worker", {}).get("pid") == worker
+                       for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        _until(worker_running, "the worker to hold a trial")
+        os.kill(search.pid, signal.SIGKILL)
+        search.wait()
+        _until(lambda: _state(worker) in (None, "Z"), "the orphaned worker to end", 10)
+    finally:
+        for pid in [search.pid, *_children(search.pid)]:
+            if _state(pid) not in (None, "Z"):
+                os.kill(pid, signal.SIGKILL)
+        search.wait()
+    assert not (run / "pareto.json").exists()
+
+    document = api.resume(run).document
+    study = st.load_study(url, "autocompress")
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == n_trials and all(t.state == TrialState.COMPLETE for t in trials)
+    assert any(t.user_attrs.get(st.INTERRUPTIONS_ATTR) for t in trials), "the worker's trial reran"
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".rename")]
+    for p in [document["baseline"], *document["front"]]:   # issue 16: never 0 as measured
+        assert p["provenance"]["peak_ram_bytes"]["kind"] == "measured"
+        assert p["peak_ram_bytes"] > 100_000
+
+
+@pytest.fixture
+def finished(tmp_path, undisturbed):
+    """A finished 6-trial run folder (a copy of the undisturbed one) and its trial count."""
+    run = tmp_path / "original"
+    shutil.copytree(undisturbed[0], run)
+    return run
+
+
+def test_copied_and_moved_run_folders_resume_their_own_study(tmp_path, finished):
+    copy = tmp_path / "copy"
+    shutil.copytree(finished, copy)
+    api.resume(copy, trials=7)
+    assert len(_study(copy).trials) == 7
+    assert len(_study(finished).trials) == 6, "the original's study is untouched"
+
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    finished.rename(moved)
+    assert api.resume(moved, trials=7).document["study"]["n_trials"] == 7
+    config = json.loads((moved / "config.json").read_text())
+    assert config["storage"] == "sqlite:///{run}/study.db"
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("autocompress: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("damage", ["deleted", "empty"])
+def test_a_run_whose_study_is_gone_is_refused_not_restarted(damage, capsys, finished):
+    db = finished / "study.db"
+    db.unlink() if damage == "deleted" else db.write_bytes(b"")
+    assert main(["search", "--resume", str(finished)]) == 2
+    line = one_error_line(capsys)
+    assert f"study file {db.resolve()} is {'missing' if damage == 'deleted' else 'empty'}" in line
+    assert db.exists() == (damage == "empty") and (not db.exists() or db.stat().st_size == 0)
+
+
+def test_a_storage_that_cannot_be_opened_leaves_nothing_behind(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert main(["search", "--model", TINY, "--trials", "2", "--out", str(out),
+                 "--storage", "postgresql://nobody@127.0.0.1:9/none"]) == 2
+    assert "cannot open the study storage" in one_error_line(capsys)
+    assert not out.exists()
+    assert main(["search", "--model", TINY, "--target", "raspberry-pi-4", "--trials", "2",
+                 "--out", str(out)]) == 0, "the retry is not blocked"
+
+
+def test_the_journal_lock_dies_with_its_holder(tmp_path):
+    path = tmp_path / "j.flock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from autocompress.search.storage import FlockLock\n"
+        f"FlockLock({str(path)!r}).acquire(); print('held', flush=True); time.sleep(60)")],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b"held"
+    holder.kill()
+    holder.wait()
+    start = time.monotonic()
+    lock = st.FlockLock(str(path))
+    assert lock.acquire() and time.monotonic() - start < 2
+    lock.release()
+    assert [p.name for p in tmp_path.iterdir()] == ["j.flock"]

@@ -1,0 +1,144 @@
+"""The finalize stage: long recovery of budget-feasible candidates, its bookkeeping in the
+study (a kill during it keeps what finished), the merged front, and the plain-words rule."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from autocompress import finalize, verdict
+from autocompress.backends.ort_runner import make_session, run_batches
+from tests.tiny_workload import make_workload
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "tests.tiny_workload:make_workload"
+CLI = [sys.executable, "-m", "autocompress.cli"]
+ARGS = ["search", "--model", TINY, "--target", "host", "--budget", "20KB", "--trials", "8",
+        "--seed", "1", "--finalize", "25s", "--no-sensitivity"]
+
+
+def _env(**extra) -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", AUTOCOMPRESS_THREADS="1",
+                **extra)
+
+
+def _study(run: Path) -> optuna.Study:
+    return optuna.load_study(study_name="autocompress",
+                             storage=f"sqlite:///{(run / 'study.db').resolve()}")
+
+
+def _state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One tiny search with a budget and a 25 s finalize box, killed (SIGKILL) when the
+    long run is about to start, then resumed: what the rest of the tests read."""
+    run = tmp_path_factory.mktemp("fin") / "run"
+    log = run.parent / "log.txt"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(CLI + ARGS + ["--out", str(run)], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT,
+                                env=_env(AUTOCOMPRESS_STOP_AT="finalize-final"))
+    try:
+        end = time.time() + 300
+        while _state(proc.pid) != "T" and proc.poll() is None and time.time() < end:
+            time.sleep(0.05)
+        assert proc.poll() is None and _state(proc.pid) == "T", log.read_text()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    probes_before, finals_before = finalize.records(_study(run))
+    assert probes_before and not finals_before
+    assert not (run / "pareto.json").exists()
+    resumed = subprocess.run(CLI + ["search", "--resume", str(run)], cwd=ROOT, env=_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return run, probes_before, resumed.stdout
+
+
+def test_resume_after_a_kill_during_finalize_keeps_the_finished_probes(finished):
+    run, probes_before, _ = finished
+    probes, finals = finalize.records(_study(run))
+    assert probes == probes_before                     # not run again
+    assert len(finals) == 1
+
+
+def test_the_recovered_point_is_its_artifact_and_keeps_both_qualities(finished):
+    run, _, _ = finished
+    document = json.loads((run / "pareto.json").read_text())
+    recovered = [p for p in document["front"] if "recovery" in p]
+    assert len(recovered) == 1
+    point = recovered[0]
+    assert point["untrained"]["artifact_sha256"] != point["artifact_sha256"]
+    assert point["quality"] >= point["untrained"]["quality"]    # a worse final is not shown
+    assert point["recovery"]["steps"] >= finalize.MIN_FINAL_STEPS
+    assert point["size_bytes"] <= 20_000 and point["artifact"].endswith("-final.onnx")
+    workload = make_workload()
+    outputs = run_batches(make_session(run / point["artifact"]), workload.evaluation)
+    assert workload.score(outputs).value == pytest.approx(point["quality"])
+    assert document["finalize"]["training_data"].startswith("calibration")
+    # nothing on the front is dominated by the recovered point
+    for other in document["front"]:
+        if other is not point:
+            assert not (point["quality"] >= other["quality"]
+                        and point["size_bytes"] <= other["size_bytes"]
+                        and point["latency_s"] <= other["latency_s"])
+
+
+def test_default_box_follows_the_budget():
+    from autocompress.search.objectives import Budget
+
+    assert finalize.box(None, Budget()) == 0.0
+    assert finalize.box(None, Budget(max_size_bytes=10)) == finalize.DEFAULT_S
+    assert finalize.box(0.0, Budget(max_size_bytes=10)) == 0.0
+    assert finalize.box(60.0, Budget()) == 60.0
+
+
+def test_merge_front_drops_what_a_final_dominates():
+    a = {"id": 1, "quality": 0.80, "latency_s": 1.0, "size_bytes": 100}
+    b = {"id": 2, "quality": 0.90, "latency_s": 1.0, "size_bytes": 200}
+    final_a = {**a, "quality": 0.95, "untrained": {"quality": 0.80}}
+    merged = finalize.merge_front([a, b], [final_a])
+    assert merged == [final_a]
+
+
+class _Trial:
+    def __init__(self, number, quality, size, latency, fidelity="full"):
+        self.number = number
+        self.user_attrs = {"metrics": {"quality": quality, "size_bytes": size,
+                                       "fidelity": fidelity, "target": {"latency_s": latency}}}
+
+
+def test_plain_words_when_the_best_point_keeps_under_ninety_percent():
+    baseline = _Trial(0, 1.0, 1000, 0.010)
+    trials = [baseline, _Trial(1, 0.96, 500, 0.006), _Trial(2, 0.91, 300, 0.004),
+              _Trial(3, 0.50, 100, 0.002), _Trial(4, 0.99, 90, 0.001, fidelity="proxy")]
+    front = [{"id": 3, "quality": 0.50, "size_bytes": 100, "latency_s": 0.002}]
+    record = verdict.judge(front, trials, baseline, None, {})
+    assert record["too_tight"] and record["keeps"] == pytest.approx(0.5)
+    assert record["smallest_keeping"]["0.90"]["id"] == 2      # proxies do not count
+    assert record["smallest_keeping"]["0.95"]["id"] == 1
+    text = record["message"]
+    assert text.startswith("The budget is too tight") and "50%" in text
+    assert "300.0 kB" not in text and "0.3 kB" in text and "0.5 kB" in text
+
+
+def test_no_plain_words_when_the_budget_is_fine():
+    baseline = _Trial(0, 1.0, 1000, 0.01)
+    front = [{"id": 1, "quality": 0.95, "size_bytes": 500, "latency_s": 0.006}]
+    record = verdict.judge(front, [baseline], baseline, None, {})
+    assert not record["too_tight"] and record["message"] == ""
