@@ -21,7 +21,8 @@ TINY = "tests.tiny_workload:make_workload"
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "run"
     api.search(api.SearchConfig(model=TINY, target="raspberry-pi-4", trials=5, seed=0,
-                                budget=Budget(max_size_bytes=40_000), out=str(out)))
+                                budget=Budget(max_size_bytes=40_000), out=str(out),
+                                finalize_s=0.0))
     return out
 
 

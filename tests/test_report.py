@@ -24,7 +24,7 @@ BUDGET = 30_000
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "run"
     config = api.SearchConfig(model=TINY, target="jetson-nano", trials=6, seed=0,
-                              budget=Budget(max_size_bytes=BUDGET), out=str(out),
+                              budget=Budget(max_size_bytes=BUDGET), out=str(out), finalize_s=0.0,
                               command=["autocompress", "search", "--model", TINY])
     api.search(config)
     return out
