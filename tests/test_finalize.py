@@ -14,6 +14,7 @@ import pytest
 
 from autocompress import finalize, verdict
 from autocompress.backends.ort_runner import make_session, run_batches
+from tests.test_crash_resume import _state
 from tests.tiny_workload import make_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,14 +32,6 @@ def _env(**extra) -> dict:
 def _study(run: Path) -> optuna.Study:
     return optuna.load_study(study_name="autocompress",
                              storage=f"sqlite:///{(run / 'study.db').resolve()}")
-
-
-def _state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ of their rows see gradients on a small corpus; Adam state for them would dwarf t
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import weakref
 from typing import Sequence
@@ -160,17 +159,9 @@ def _first(output):
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-@contextlib.contextmanager
 def deterministic():
     """Seeded RNG, deterministic kernels and a fixed thread count (reductions split the same
     way on every machine, and small training steps do not stall on a busy host)."""
-    was, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        torch.use_deterministic_algorithms(True)
-        torch.set_num_threads(TRAIN_THREADS)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(was)
-            torch.set_num_threads(threads)
+    from .recovery import deterministic as seeded
+
+    return seeded(SEED, TRAIN_THREADS)
