@@ -33,13 +33,13 @@ import numpy as np
 
 from .compression.knobs import Knob
 from .compression.plan import (CLUSTERS, DECOMP, DROP, PRUNE_RATIO, QUANT, QUANT_BITS,
-                               RANK_RATIO, SHARE, SPARSITY, WEIGHT_KNOBS, Plan)
+                               RANK_RATIO, SHARE, SPARSITY, VOCAB, WEIGHT_KNOBS, Plan)
 from .paths import cache_dir
 
-STRUCTURAL = (PRUNE_RATIO, RANK_RATIO, DROP, SHARE, DECOMP)
+STRUCTURAL = (PRUNE_RATIO, RANK_RATIO, DROP, SHARE, DECOMP, VOCAB)
 WEIGHT = WEIGHT_KNOBS
 METHOD = "one knob at a time on the uncompressed model; workload score on its evaluation set"
-VERSION = 5
+VERSION = 6
 FORMAT_ROUNDS = 5
 """Round-robin timing rounds of the weight-format latency probe (ratios taken per round)."""
 

@@ -204,11 +204,15 @@ def test_embedding_table_quantizes_to_int8_rows(tmp_path):
 
 
 def test_vocabulary_pruning_keeps_the_corpus_rows(tmp_path):
+    """The kept rows are the tokens of calibration and the training set (never evaluation)."""
     from autocompress.workloads.minilm import make_minilm_workload
 
     workload = make_minilm_workload()
-    corpus = set(np.concatenate([b["input_ids"].ravel() for b in workload.calibration]).tolist())
+    corpus = set(np.concatenate([b["input_ids"].ravel() for b in
+                                 [*workload.calibration, *workload.training]]).tolist())
     corpus.add(workload.vocab_fallback_id)
+    evaluation = set(np.concatenate([b["input_ids"].ravel() for b in workload.evaluation]).tolist())
+    assert not evaluation <= corpus       # some held-out tokens really are unseen
     model = compress_torch(Plan({"embeddings.word": {"vocab": "corpus"}}), workload)
     assert model.embeddings.word.embed.weight.shape == (len(corpus), 384)
     full = apply_plan(Plan(), workload, tmp_path / "f.onnx")
@@ -217,7 +221,7 @@ def test_vocabulary_pruning_keeps_the_corpus_rows(tmp_path):
     expected_saving = 30522 * 384 * 4 - len(corpus) * (384 + 4) - 30522 * 4
     assert full.size_bytes - pruned.size_bytes == pytest.approx(expected_saving, rel=0.01)
     session = make_session(pruned.path)
-    assert workload.score(run_batches(session, workload.evaluation)).value > 0.85   # unseen ids -> [UNK]
+    assert workload.score(run_batches(session, workload.evaluation)).value > 0.98   # unseen ids -> [UNK]
     # a calibration sentence's ids are all kept: its embedding is unchanged by the pruning alone
     only_vocab = apply_plan(Plan({"embeddings.word": {"vocab": "corpus"}}), workload, tmp_path / "o.onnx")
     batch = workload.calibration[0]
@@ -225,3 +229,25 @@ def test_vocabulary_pruning_keeps_the_corpus_rows(tmp_path):
         ref = workload.model(torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"]))
     out = make_session(only_vocab.path).run(None, dict(batch))[0]
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-4)
+
+
+def test_a_position_table_gets_storage_knobs_and_a_tiny_table_none():
+    """Few rows but many weights (MiniLM's 512 x 384 positions: 786 kB in float) is worth
+    storing in fewer bits; a 2-row token-type table is not."""
+    from autocompress.compression.weight_knobs import torch_weight_knobs
+
+    model = nn.ModuleDict({"position": nn.Embedding(512, 384), "token_type": nn.Embedding(2, 384),
+                           "word": nn.Embedding(5000, 8)})
+    units = {k.unit for k in torch_weight_knobs(model)[0] if k.name == "quant"}
+    assert units == {"position", "word"}
+
+
+def test_minilm_position_table_stored_in_four_bits(tmp_path):
+    from autocompress.workloads.minilm import make_minilm_workload
+
+    workload = make_minilm_workload()
+    full = apply_plan(Plan(), workload, tmp_path / "f.onnx")
+    small = apply_plan(Plan({"embeddings.position": {"quant": "w4"}}), workload, tmp_path / "p.onnx")
+    assert full.size_bytes - small.size_bytes > 0.8 * 512 * 384 * 3.5
+    out = run_batches(make_session(small.path), workload.evaluation)
+    assert workload.score(out).value > 0.98

@@ -179,6 +179,8 @@ def compress_torch(plan: Plan, workload) -> nn.Module:
 
 
 def _apply_vocab(model: nn.Module, plan: Plan, workload, args) -> None:
+    from ..workloads.base import vocabulary_batches
+
     units = [u for u, k in sorted(plan.units.items()) if k.get(VOCAB) == "corpus"]
     if not units:
         return
@@ -188,7 +190,7 @@ def _apply_vocab(model: nn.Module, plan: Plan, workload, args) -> None:
         if unit not in feeds:
             raise PlanError(f"vocabulary pruning needs an embedding fed by a model input; "
                             f"{unit!r} is not")
-        corpus = [batch[feeds[unit]] for batch in workload.calibration]
+        corpus = [batch[feeds[unit]] for batch in vocabulary_batches(workload)]
         parent, attr = _parent_and_attr(model, unit)
         setattr(parent, attr, vocab.prune_vocab(getattr(parent, attr), corpus, fallback))
 

@@ -26,6 +26,9 @@ MIN_PACKED_WEIGHTS = 1024
 MIN_WEIGHTS_PER_CLUSTER = 16
 """A palette of k entries is offered only for layers with at least 16 * k weights."""
 CALIBRATION_CHOICES = (NO_CALIBRATION, *CALIBRATION_METHODS)
+MIN_STORED_TABLE = 1 << 16
+"""An embedding table with few rows but this many weights (a position table: 512 x 384 in
+MiniLM, a fifth of a 4 MB budget in float) still gets weight-storage knobs."""
 
 
 def layer_weight_knobs(unit: str, kind: str, shape: Sequence[int], groups: int = 1):
@@ -76,7 +79,8 @@ def torch_weight_knobs(model) -> tuple[list, list]:
 
     knobs, skips = [], []
     for name, module in model.named_modules():
-        if isinstance(module, nn.Embedding) and module.num_embeddings >= MIN_EMBEDDING_ROWS:
+        if isinstance(module, nn.Embedding) and (module.num_embeddings >= MIN_EMBEDDING_ROWS or
+                                                 module.weight.numel() >= MIN_STORED_TABLE):
             k, s = layer_weight_knobs(name, "gather", tuple(module.weight.shape))
         elif isinstance(module, nn.Linear):
             k, s = layer_weight_knobs(name, "matmul", tuple(module.weight.shape))

@@ -112,6 +112,12 @@ class LazyBatches(Sequence):
         return True     # known to exist without building it
 
 
+def vocabulary_batches(workload) -> list[Batch]:
+    """The batches whose tokens vocabulary pruning keeps: calibration and the training set
+    (recovery trains the kept rows on it; the evaluation set is never read)."""
+    return [*workload.calibration, *workload.training]
+
+
 def recovery_batches(workload) -> Sequence[Batch]:
     """The batches recovery training runs on: the training set, else calibration."""
     return workload.training if workload.training else workload.calibration
