@@ -284,7 +284,7 @@ def _run(config, run_dir, profile, workload, progress) -> SearchResult:
         study.set_user_attr("sensitivity", sensitivity.to_dict())
     if directed.problem is not None and budget_plans.PROBLEM_ATTR not in study.user_attrs:
         study.set_user_attr(budget_plans.PROBLEM_ATTR, directed.problem.to_dict())
-        study.set_user_attr("budget_seeds", directed.record)
+        study.set_user_attr(budget_plans.SEEDS_ATTR, directed.record)
     mark_interrupted(study)
     workers.publish(study, config, profile)
     callbacks = [failure_log(run_dir), *([progress] if progress else [])]
@@ -343,7 +343,9 @@ def _budget_directed(config, knobs, analysis, evaluator, progress, new_study: bo
     note = getattr(progress, "note", None)
     if note is not None:
         note("budget-directed seeds (integer program over the sensitivity, checked on builds)")
-    return budget_plans.directed(knobs, analysis, config.budget, evaluator)
+    trains_later = finalize.box(config.finalize_s, config.budget) > 0
+    return budget_plans.directed(knobs, analysis, config.budget, evaluator,
+                                 distilled=not trains_later)
 
 
 def search_space(config: SearchConfig, workload: Workload, progress=None):
@@ -479,8 +481,8 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator,
                             "training_data": workload.training_source,
                             "finals": {str(n): r for n, r in sorted((finals or {}).items())},
                             "probes": finalize.records(study)[0]}
-    if "budget_seeds" in study.user_attrs:
-        document["study"]["budget_seeds"] = study.user_attrs["budget_seeds"]
+    if budget_plans.SEEDS_ATTR in study.user_attrs:
+        document["study"][budget_plans.SEEDS_ATTR] = study.user_attrs[budget_plans.SEEDS_ATTR]
     document["verdict"] = verdict.judge(points, complete, baseline, config.budget, finals or {})
     if not points:
         document["infeasible_reason"] = _infeasible_reason(study, config.budget)

@@ -21,8 +21,8 @@ from .compression.plan import Plan, WEIGHT_KNOBS
 from .search import budget_solver
 from .search.space import params_to_plan
 
-DISTILLED_VARIANTS = True
-"""Each budget seed is also queued with the most distillation the space offers."""
+SEEDS_ATTR = "budget_seeds"
+"""Study attr: the record of the budget seeds (pareto.json ``study.budget_seeds``)."""
 
 
 @dataclass
@@ -56,8 +56,10 @@ def plan_of(params: dict, knobs, contained=frozenset()) -> Plan:
     return coherent(params_to_plan(params, knobs), contained)
 
 
-def directed(knobs, analysis, budget, evaluator, progress=None) -> BudgetPlans:
-    """Seeds at the budget and below it, and the problem that repairs sampled plans."""
+def directed(knobs, analysis, budget, evaluator, distilled: bool = True) -> BudgetPlans:
+    """Seeds at the budget and below it, and the problem that repairs sampled plans.
+    ``distilled``: each seed is also queued with the most distillation the space offers
+    (without a finalize stage, the only recovery training a seed gets)."""
     limits = limits_of(budget)
     if not limits or analysis is None:
         return BudgetPlans([], None, {})
@@ -96,10 +98,11 @@ def directed(knobs, analysis, budget, evaluator, progress=None) -> BudgetPlans:
                                                               contained))
     recovery = next((k for k in knobs if k.name == "distill_steps"), None)
     queued = list(seeds)
-    if DISTILLED_VARIANTS and recovery is not None:
+    if distilled and recovery is not None:
         queued += [{**s, recovery.key: max(recovery.choices)} for s in seeds]
     record = {"limits": limits, "uncompressed": base, "ladder": list(budget_solver.LADDER),
               "solutions": records, "n_seeds": len(queued),
+              "seed_digests": [plan_of(s, knobs, contained).digest() for s in seeds],
               "seconds": round(time.perf_counter() - start, 2),
               "method": "scipy.optimize.milp multiple-choice knapsack over the sensitivity "
                         "table; each solution built and checked, limits tightened on overshoot"}

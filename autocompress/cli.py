@@ -58,7 +58,7 @@ def _build_parser() -> argparse.ArgumentParser:
     search.add_argument("--finalize", metavar="DURATION",
                         help="time box of the finalize stage after the search: long recovery "
                              "training (QAT on the training set) of the most promising "
-                             "candidates within the budget (default: 15m when --budget, "
+                             "candidates within the budget (default: 20m when --budget, "
                              "--max-latency or --max-energy is given, else off; 0: off)")
     search.add_argument("--workers", type=int, default=1,
                         help="worker processes on this machine, this one included (default 1); "

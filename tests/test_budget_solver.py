@@ -108,3 +108,34 @@ def test_problem_round_trips_through_json():
     again = Problem.from_dict(json.loads(json.dumps(problem.to_dict())), knobs)
     params = {"a:quant": "w4", "b:quant": "w8", "b:rank_ratio": 0.5}
     assert estimate(params, again) == estimate(params, problem)
+
+
+def layered_instance():
+    """Three layers of one kind (``layers.N.fc``), each with a format; layer 1 is the
+    least sensitive, so the per-unit optimum compresses it alone."""
+    knobs = [Knob(f"layers.{i}.fc", "quant", ("float", "w8", "w4"), "q") for i in range(3)]
+    drops = {0: (0.02, 0.05), 1: (0.001, 0.002), 2: (0.02, 0.05)}
+    choice_drop = {(f"layers.{i}.fc", c): d[j] for i, d in drops.items()
+                   for j, c in enumerate(("w8", "w4"))}
+    saved = {"w8": 300.0, "w4": 350.0}
+    problem = budget_solver.build_problem(
+        knobs, lambda k, c: choice_drop.get((k.unit, c)), {"size": lambda k, c: saved.get(c)},
+        {"size": 1300.0}, {"size": 950.0}, None, {k.unit: 100.0 for k in knobs})
+    return knobs, problem
+
+
+def test_coarse_plans_give_every_unit_of_a_kind_one_choice():
+    knobs, problem = layered_instance()
+    fine = solve(problem, knobs)
+    assert sorted(fine.values()) == ["float", "float", "w4"]      # one layer takes it all
+    coarse = solve(problem.coarse(), knobs)
+    assert len(set(coarse.values())) == 1 and coarse["layers.0.fc:quant"] != "float"
+    assert estimate(coarse, problem)["size"] <= 950.0
+    assert budget_solver.kind_of("layers.12.attention.q") == "layers.*.attention.q"
+
+
+def test_budget_seeds_hold_coarse_and_per_unit_plans():
+    knobs, problem = layered_instance()
+    seeds, records = budget_solver.budget_seeds(problem, knobs, ladder=(1.0,))
+    assert [r["coarse"] for r in records] == [True, False]
+    assert len(seeds) == 2 and len(set(seeds[0].values())) == 1

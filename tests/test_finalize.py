@@ -135,3 +135,24 @@ def test_no_plain_words_when_the_budget_is_fine():
     front = [{"id": 1, "quality": 0.95, "size_bytes": 500, "latency_s": 0.006}]
     record = verdict.judge(front, [baseline], baseline, None, {})
     assert not record["too_tight"] and record["message"] == ""
+
+
+def test_candidates_are_the_best_then_the_budget_seeds_in_order(finished, tmp_path):
+    import shutil
+
+    from autocompress.budget_plans import SEEDS_ATTR
+    from autocompress.search.objectives import Budget
+
+    run, _, _ = finished
+    shutil.copy(run / "study.db", tmp_path / "study.db")
+    study = _study(tmp_path)
+    budget = Budget(max_size_bytes=20_000)
+    fits = finalize.candidates(study, budget, 100)      # every feasible distinct plan
+    assert len(fits) >= 3
+    quality = {t.number: t.user_attrs["metrics"]["quality"] for t in fits}
+    assert fits[0].number == max(quality, key=lambda n: (quality[n], -n))
+    seeds = [fits[-1], fits[-2]]         # two feasible plans named budget seeds, worst first
+    study.set_user_attr(SEEDS_ATTR, {"seed_digests": [t.user_attrs["metrics"]["plan_digest"]
+                                                      for t in seeds]})
+    chosen = finalize.candidates(study, budget, 3)
+    assert [t.number for t in chosen] == [fits[0].number, seeds[0].number, seeds[1].number]

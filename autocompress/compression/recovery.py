@@ -4,8 +4,10 @@ One loop serves the short distillation inside a trial (:mod:`.distill`), QAT
 (:mod:`.qat`, under fake quantization) and the long recovery of the finalize stage:
 teacher = the workload's uncompressed model, data = the workload's training batches
 (calibration when it has none; ``Workload.training_source`` says which), cut into
-``batch_rows``-row pieces taken in a fixed cyclic order, teacher outputs computed on the
-fly (no cache of tens of thousands of rows). Loss: :func:`.distill.loss`.
+``batch_rows``-row pieces taken in a fixed cyclic order. The teacher is frozen, so its
+output for a piece is computed once per process and kept (MiniLM: 1.5 kB per row, about
+60 MB for the whole training set), shared by the finalize stage's probes and final run.
+Loss: :func:`.distill.loss`.
 
 Deterministic for a given plan, config and thread count: seeded, deterministic kernels,
 fixed batch order and a fixed thread count (recorded with the result, since reductions
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -79,9 +82,12 @@ def train(student: nn.Module, workload, config: RecoveryConfig,
         optimizer = _optimizer(params, config)
         schedule = _schedule(optimizer, config)
         student.eval()      # no dropout, no BatchNorm statistics drift: a function being fitted
-        for step, args in zip(range(config.steps), _cycle(pieces)):
-            with torch.no_grad():
-                target = distill._first(teacher(*args)).detach()
+        targets = _teacher_outputs(teacher, workload, config)
+        for step, (index, args) in zip(range(config.steps), _cycle(list(enumerate(pieces)))):
+            target = targets.get(index)
+            if target is None:
+                with torch.no_grad():
+                    target = targets[index] = distill._first(teacher(*args)).detach()
             value = distill.loss(kind, distill._first(student(*args)), target)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
@@ -93,6 +99,19 @@ def train(student: nn.Module, workload, config: RecoveryConfig,
     for p in student.parameters():
         p.grad = None
     return losses
+
+
+_TEACHER_OUTPUTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _teacher_outputs(teacher: nn.Module, workload, config: RecoveryConfig) -> dict:
+    """Piece index -> the teacher's output, kept for this teacher, data and thread count
+    (reductions split by thread: another count is another computation)."""
+    from ..workloads.base import recovery_batches
+
+    batches = recovery_batches(workload)
+    key = (id(batches), len(batches), config.batch_rows, config.resolved_threads())
+    return _TEACHER_OUTPUTS.setdefault(teacher, {}).setdefault(key, {})
 
 
 def _cycle(pieces: Sequence) -> Iterator:

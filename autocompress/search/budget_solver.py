@@ -24,7 +24,8 @@ params): no model here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -61,13 +62,17 @@ class Problem:
     base: dict[str, float] = field(default_factory=dict)
     limits: dict[str, float] = field(default_factory=dict)
     unit_params: dict[str, float] = field(default_factory=dict)
+    tied: bool = False
+    """Coarse plans: every unit of one kind (``layers.*.ffn``) takes the same choice."""
 
     def scaled(self, fraction: float) -> "Problem":
-        return Problem(self.groups, self.base, {r: v * fraction for r, v in self.limits.items()},
-                       self.unit_params)
+        return replace(self, limits={r: v * fraction for r, v in self.limits.items()})
 
     def with_limits(self, limits: Mapping[str, float]) -> "Problem":
-        return Problem(self.groups, self.base, dict(limits), self.unit_params)
+        return replace(self, limits=dict(limits))
+
+    def coarse(self) -> "Problem":
+        return replace(self, tied=True)
 
     def to_dict(self) -> dict:
         """Plain JSON (stored with the study, so every worker repairs plans the same way)."""
@@ -158,6 +163,12 @@ def solve(problem: Problem, knobs: Sequence[Knob]) -> dict | None:
             elif g[0].startswith(block + "."):
                 row[i] = 1.0
         add(row, 0.0, float(n))
+    if problem.tied:
+        for members in _kinds(options):     # x_i == x_j across the units of one kind
+            for i, j in zip(members, members[1:]):
+                row = [0.0] * (n + m)
+                row[i], row[j] = 1.0, -1.0
+                add(row, 0.0, 0.0)
     result = milp(cost, integrality=np.concatenate([np.ones(n), np.zeros(m)]),
                   bounds=Bounds(0, 1), constraints=LinearConstraint(np.array(rows), lower, upper),
                   options={"time_limit": TIME_LIMIT_S, "mip_rel_gap": MIP_GAP})
@@ -201,6 +212,20 @@ def _overlaps(problem: Problem, options) -> list[tuple[int, int, float]]:
     return out
 
 
+def kind_of(unit: str) -> str:
+    """A unit's kind: its name with layer indices starred (``layers.3.ffn`` -> ``layers.*.ffn``)."""
+    return re.sub(r"\.\d+(?=\.|$)", ".*", unit)
+
+
+def _kinds(options) -> list[list[int]]:
+    """Indices of the same knob and choice on every unit of one kind (two or more units)."""
+    by_kind: dict[tuple, list[int]] = {}
+    for i, (_, o) in enumerate(options):
+        key = (kind_of(o.knob.unit), o.knob.name, repr(o.choice))
+        by_kind.setdefault(key, []).append(i)
+    return [members for members in by_kind.values() if len(members) > 1]
+
+
 def _dropped_blocks(options) -> list[str]:
     """Blocks a choice removes (dropped) or discards (sharing its predecessor's weights)."""
     return sorted({o.knob.unit for _, o in options
@@ -223,8 +248,7 @@ def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
     structure_groups = {g: o for g, o in problem.groups.items() if g[1] == "structure"}
     full = weights_after({k.key: k.choices[0] for k in knobs})
     identity = {k.key: k.choices[0] for k in knobs}
-    formats = solve(Problem(weight_groups, problem.base, problem.limits, problem.unit_params),
-                    knobs) or identity
+    formats = solve(replace(problem, groups=weight_groups), knobs) or identity
     best = None
     for _ in range(rounds):
         per_param = _bytes_per_param(problem, formats)
@@ -236,7 +260,7 @@ def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
                                                      for u, r in o.removes.items())
                               if o.removes else o.saved.get("size", 0.0)})
                       for o in opts] for g, opts in structure_groups.items()}
-        structure = solve(Problem(groups, base, problem.limits, problem.unit_params), knobs)
+        structure = solve(replace(problem, groups=groups, base=base), knobs)
         if structure is None:
             break
         after = weights_after(structure)
@@ -253,7 +277,7 @@ def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
                              {**o.saved, "size": o.saved.get("size", 0.0)
                               * after.get(g[0], 0.0) / full[g[0]] if full.get(g[0]) else 0.0})
                       for o in opts] for g, opts in weight_groups.items()}
-        chosen = solve(Problem(groups, base, problem.limits, problem.unit_params), knobs)
+        chosen = solve(replace(problem, groups=groups, base=base), knobs)
         if chosen is None:
             break
         formats = chosen
@@ -310,13 +334,17 @@ def fit(problem: Problem, knobs: Sequence[Knob],
 def budget_seeds(problem: Problem, knobs: Sequence[Knob], measure=None,
                  ladder: Sequence[float] = LADDER,
                  weights_after: Callable | None = None) -> tuple[list[dict], list[dict]]:
-    """Seeds at each fraction of the limits (duplicates removed); and what each attempt was."""
+    """Seeds at each fraction of the limits, coarse (one choice per kind of unit: the regular
+    shapes recovery training restores best) then per unit (duplicates removed); and what
+    each attempt was."""
     seeds, records = [], []
     for fraction in ladder:
-        params, record = fit(problem.scaled(fraction), knobs, measure, weights_after)
-        records.append({"fraction": fraction, **record, "found": params is not None})
-        if params is not None and params not in seeds:
-            seeds.append(params)
+        for shape in (problem.coarse(), problem):
+            params, record = fit(shape.scaled(fraction), knobs, measure, weights_after)
+            records.append({"fraction": fraction, "coarse": shape.tied, **record,
+                            "found": params is not None})
+            if params is not None and params not in seeds:
+                seeds.append(params)
     return seeds, records
 
 
