@@ -186,3 +186,27 @@ def test_optuna_dashboard_opens_the_run_storage(run):
     detail = get(f"/api/studies/{studies[0]['study_id']}")
     assert len(detail["trials"]) == document["study"]["n_trials"]
     assert len(detail["directions"]) == 3
+
+
+def test_a_too_tight_budget_is_said_first_in_both_reports(run, tmp_path):
+    """verdict.py's plain words lead report.md and report.html (escaped like the rest)."""
+    from autocompress import verdict
+
+    document = json.loads((run / "pareto.json").read_text())
+    record = {"uncompressed_quality": 0.98, "best_in_budget": 0.49, "best_id": 3, "keeps": 0.5,
+              "too_tight": True, "smallest_keeping": {
+                  "0.90": {"id": 4, "quality": 0.9, "size_bytes": 52_000, "latency_s": 0.002},
+                  "0.95": None}}
+    record["message"] = verdict.message(record)
+    document["verdict"] = record
+    moved = tmp_path / "tight"
+    moved.mkdir()
+    (moved / "pareto.json").write_text(json.dumps(document))
+    files = write_report(moved)
+    lines = [line for line in files.markdown.read_text().splitlines() if line.strip()]
+    assert lines[1] == f"**{record['message']}**"
+    assert "50% of the uncompressed quality" in lines[1] and "52.0 kB" in lines[1]
+    page = files.html.read_text()
+    warn = page.index('<p class="warn">')
+    assert warn < page.index("<h2>Recommendation</h2>")
+    assert "no candidate kept 95%" in page[warn:page.index("</p>", warn)]

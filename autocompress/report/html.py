@@ -19,7 +19,7 @@ STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;
 max-width:1320px;padding:18px 28px;color:#1d1d1f;background:#fff;line-height:1.45}
 h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
-.sub{color:#555;font-size:.9em}.rec{background:#eef6ee;border-left:5px solid #2e7d32;padding:10px 14px}
+.sub{color:#555;font-size:.9em}.rec{background:#eef6ee;border-left:5px solid #2e7d32;padding:10px 14px}.warn{background:#fff4e5;border-left:5px solid #e65100;padding:10px 14px}
 table{border-collapse:collapse;font-size:.85em;margin:.4em 0}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
 th{background:#f4f4f6;white-space:normal}td.name{text-align:left;font-family:ui-monospace,monospace}
@@ -70,6 +70,7 @@ def render(run: Run, svgs: dict[str, str], planning_rows: list[dict] | None = No
         f'<code>{e(run.run_dir.name)}</code>, {e(doc["created"])}; {e(doc["study"]["n_trials"])} '
         f'trials ({e(doc["study"]["n_complete"])} complete, {e(doc["study"]["n_failed"])} failed, '
         f'{e(doc["study"]["n_feasible"])} within the constraints)</p>',
+        _verdict(doc),
         '<h2>Recommendation</h2>', f'<p class="rec">{e(recommendation(doc))}'
         + (f"<br>{e(planning_sentence(planning_rows))}" if planning_rows else "") + "</p>",
         _front_table(run),
@@ -81,6 +82,12 @@ def render(run: Run, svgs: dict[str, str], planning_rows: list[dict] | None = No
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p) + "\n"
+
+
+def _verdict(doc: dict) -> str:
+    """The too-tight warning (verdict.py) above everything else, when there is one."""
+    message = (doc.get("verdict") or {}).get("message")
+    return f'<p class="warn"><strong>{e(message)}</strong></p>' if message else ""
 
 
 def _front_table(run: Run) -> str:

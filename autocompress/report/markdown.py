@@ -23,7 +23,9 @@ def _tagged(key: str, p: dict) -> str:
 def render(run: Run, planning_rows: list[dict] | None = None) -> str:
     doc = run.document
     target = doc["target"]["name"]
+    warning = (doc.get("verdict") or {}).get("message")
     lines = [f"## autocompress: {cell(doc['workload']['name'])} on {cell(target)}", "",
+             *([f"**{warning}**", ""] if warning else []),
              recommendation(doc), "",
              f"| point | quality | size | latency ({cell(target)}) | energy | peak RAM | plan |",
              "|---|---|---|---|---|---|---|"]
