@@ -4,9 +4,10 @@
 
 One undisturbed ``autocompress search`` (digits-cnn on raspberry-pi-4: every objective is
 measured quality or a cost-model prediction, so two runs with one seed can agree exactly),
-then the same search SIGKILLed ``--kills`` times, each after a random delay (start-up,
-sensitivity, queue creation, trials, pareto.json: wherever it lands), and resumed with
-``--resume`` until it finishes. Prints and stores: kills, resumes completed (exit 0 or
+then the same search run again as fresh cases, each SIGKILLed after random delays (start-up,
+sensitivity, queue creation, trials, pareto.json: wherever it lands; up to the undisturbed
+run's wall time) and resumed with ``--resume`` after every kill until it finishes, until
+``--kills`` kills in all. Prints and stores: kills, resumes completed (exit 0 or
 killed by us, never an error), trials lost (finished at a kill, missing or changed at the
 end), duplicated (trials beyond ``--trials``, or a plan evaluated more often than in the
 undisturbed run), orphans (processes of a killed search still alive 1.5 s later), lock
@@ -106,14 +107,17 @@ def undisturbed(args, work: Path) -> tuple[dict, float]:
     return _outcome(run), time.monotonic() - start
 
 
-def crashed(args, work: Path) -> dict:
-    run, log, rng = work / "crashed", work / "crashed.log", random.Random(args.seed)
+def crashed(args, work: Path, case: int, most: int, max_delay: float) -> dict:
+    """One case: a fresh search killed at random moments (at most ``most`` times), resumed
+    after each kill until it finishes."""
+    run, log = work / f"crashed-{case}", work / f"crashed-{case}.log"
+    rng = random.Random(f"{args.seed}-{case}")
     kills, orphans, errors, resumes, resumed_ok, events, snapshots = 0, 0, 0, 0, 0, [], []
     proc = _start(_command(args, run, False), log, "crashed")
     while True:
-        delay = rng.uniform(args.min_delay, args.max_delay)
+        delay = rng.uniform(args.min_delay, max_delay)
         try:
-            code = proc.wait(timeout=delay) if kills < args.kills else proc.wait()
+            code = proc.wait(timeout=delay) if kills < most else proc.wait()
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -158,30 +162,49 @@ def main() -> None:
     parser.add_argument("--target", default="raspberry-pi-4")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--min-delay", type=float, default=1.0, help="seconds before a kill")
-    parser.add_argument("--max-delay", type=float, default=14.0)
+    parser.add_argument("--max-delay", type=float, default=None,
+                        help="seconds (default: the undisturbed run's wall time)")
     parser.add_argument("--out", default=str(ROOT / "results" / "crash_resume.json"))
     args = parser.parse_args()
 
+    cases = []
     with tempfile.TemporaryDirectory(prefix="crash-resume-") as tmp:
         work = Path(tmp)
         reference, seconds = undisturbed(args, work)
-        result = crashed(args, work)
-    plans_ref, plans = reference.pop("plans"), result.pop("plans")
-    result["duplicated"] = max(0, result["n_trials"] - args.trials) + \
-        sum(max(0, n - plans_ref.get(d, 0)) for d, n in plans.items())
-    result["trials_lost"] += max(0, reference["states"].get("COMPLETE", 0)
-                                 - result["states"].get("COMPLETE", 0))
-    same = all(result[k] == reference[k] for k in ("best_quality", "hypervolume", "front"))
+        plans_ref = reference.pop("plans")
+        max_delay = args.max_delay or seconds
+        while sum(c["kills"] for c in cases) < args.kills and len(cases) < 4 * args.kills:
+            result = crashed(args, work, len(cases), args.kills - sum(c["kills"] for c in cases),
+                             max_delay)
+            plans = result.pop("plans")
+            result["duplicated"] = max(0, result["n_trials"] - args.trials) + \
+                sum(max(0, n - plans_ref.get(d, 0)) for d, n in plans.items())
+            result["trials_lost"] += max(0, reference["states"].get("COMPLETE", 0)
+                                         - result["states"].get("COMPLETE", 0))
+            result["match"] = all(result[k] == reference[k]
+                                  for k in ("best_quality", "hypervolume", "front"))
+            cases.append(result)
+            print(f"case {len(cases) - 1}: {result['kills']} kills, lost {result['trials_lost']}, "
+                  f"duplicated {result['duplicated']}, orphans {result['orphans']}, "
+                  f"match {result['match']}", flush=True)
+    totals = {key: sum(c[key] for c in cases) for key in (
+        "kills", "resumes", "resumes_completed", "resume_errors", "trials_lost", "duplicated",
+        "orphans", "interrupted_reruns")}
+    totals["lock_leftovers"] = sorted({x for c in cases for x in c["lock_leftovers"]})
+    totals["cases"] = len(cases)
+    totals["cases_matching"] = sum(c["match"] for c in cases)
+    same = all(c["match"] for c in cases)
     document = {"benchmark": "crash_resume", "command": " ".join(sys.argv),
-                "config": vars(args), "undisturbed": {**reference, "wall_s": round(seconds, 1)},
-                "crashed": result, "match": same}
+                "config": {**vars(args), "max_delay": max_delay},
+                "undisturbed": {**reference, "wall_s": round(seconds, 1)},
+                "totals": totals, "cases": cases, "match": same}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(document, indent=2) + "\n")
-    for key in ("kills", "resumes", "resumes_completed", "resume_errors", "trials_lost",
-                "duplicated", "orphans", "lock_leftovers", "interrupted_reruns"):
-        print(f"{key:>20}: {result[key]}")
-    for key in ("best_quality", "hypervolume", "front", "n_trials", "states"):
-        print(f"{key:>20}: {result[key]}  (undisturbed: {reference[key]})")
+    for key, value in totals.items():
+        print(f"{key:>20}: {value}")
+    for key in ("best_quality", "hypervolume", "front"):
+        print(f"{key:>20}: undisturbed {reference[key]}; "
+              f"{sum(c[key] == reference[key] for c in cases)} of {len(cases)} cases equal")
     print(f"{'match':>20}: {same}   -> {args.out}")
 
 
