@@ -139,3 +139,14 @@ def test_budget_seeds_hold_coarse_and_per_unit_plans():
     seeds, records = budget_solver.budget_seeds(problem, knobs, ladder=(1.0,))
     assert [r["coarse"] for r in records] == [True, False]
     assert len(seeds) == 2 and len(set(seeds[0].values())) == 1
+
+
+def test_a_refit_never_more_than_halves_the_limit():
+    """The measurement sees almost none of the modelled saving (a misjudged latency): the
+    ratio correction alone would put the limit below zero."""
+    knobs, problem = small_instance()
+    problem = problem.with_limits({"size": 800.0})
+    params, record = budget_solver.fit(problem, knobs, lambda p: {"size": 1290.0})
+    assert params is None
+    limits = [a["limits"]["size"] for a in record["attempts"] if "limits" in a]
+    assert all(b >= 0.5 * a for a, b in zip(limits, limits[1:])) and min(limits) > 0

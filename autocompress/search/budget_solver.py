@@ -38,6 +38,10 @@ LADDER = (1.0, 0.85, 0.7)
 MAX_REFITS = 4
 SLACK = 0.99
 """A refit aims this much further below the corrected limit."""
+MIN_SHRINK = 0.5
+"""A refit never more than halves a limit: where the model saw savings that barely came true
+(a latency the cost model misjudges), the ratio correction alone would go below zero and
+buy the most compressed plan there is."""
 TIME_LIMIT_S = 5.0
 MIP_GAP = 0.01
 """HiGHS stops within 1% of the optimum or after the time limit, with its best plan."""
@@ -326,8 +330,9 @@ def fit(problem: Problem, knobs: Sequence[Knob],
             modelled, real = base - model.get(resource, base), base - measured[resource]
             ratio = min(1.0, real / modelled) if modelled > 0 and real > 0 else 0.5
             missed = measured[resource] - wanted[resource]
-            limits[resource] = SLACK * min(base - (base - limits[resource]) / ratio,
-                                           limits[resource] - missed)
+            limits[resource] = max(SLACK * min(base - (base - limits[resource]) / ratio,
+                                               limits[resource] - missed),
+                                   MIN_SHRINK * limits[resource])
     return None, {"attempts": attempts}
 
 
