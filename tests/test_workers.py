@@ -27,6 +27,7 @@ from autocompress.search.queue import QueueDrained, QueuedStudy, fill
 from autocompress.search.study import mark_interrupted
 from autocompress.workers import threads_per_worker
 from tests.postgres import Running, bindir
+from tests.test_crash_resume import _until
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tests.tiny_workload:make_workload"
@@ -65,16 +66,6 @@ def _start(args, tmp_path, name, cache: Path) -> subprocess.Popen:
     with open(tmp_path / f"{name}.log", "wb") as out:
         return subprocess.Popen(CLI + args, cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
-
-
-def _until(condition, what: str, timeout: float = DEADLINE_S):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _open(url: str):
