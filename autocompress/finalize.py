@@ -4,8 +4,8 @@ A trial affords a few hundred training steps at most; the compression a tight bu
 takes thousands. After the search, within a time box (``--finalize 20m``):
 
 1. candidates: complete trials (full or proxy fidelity) that meet every limit of the budget
-   but quality, the best by untrained quality and the smallest (a structurally heavy plan
-   keeps little quality untrained but may recover the most);
+   but quality: the best by untrained quality, the budget seeds, the smallest (a
+   structurally heavy plan keeps little quality untrained but may recover the most);
 2. a short probe run of each (``PROBE_SHARE`` of the box, split among them) estimates its
    *recovered* quality;
 3. the best probe gets the long run with what is left of the box (QAT: every stored weight
