@@ -159,7 +159,7 @@ def test_knobs_offer_low_bits_only_where_packing_pays(tiny):
     assert knobs[":calibration"].choices == ("none", "minmax", "percentile", "entropy")
     skips = [s.message() for s in skipped_knobs(tiny.model, [torch.from_numpy(tiny.example["x"])])]
     assert any("2/3-bit quantization not offered for 'head'" in m for m in skips)
-    onnx_side = {k.key for k in onnx_knobs(["w"], {"w": (64, 128)})}
+    onnx_side = {k.key for k in onnx_knobs({"w": ("matmul", (64, 128))})}
     assert onnx_side == {"w:quant", "w:sparsity", "w:clusters", ":calibration"}
 
 

@@ -4,9 +4,11 @@ import onnx
 import torch
 from torch import nn
 
+from autocompress.backends.onnx_export import export_onnx
 from autocompress.backends.ort_runner import make_session, run_batches
 from autocompress.compression.apply import apply_plan, compress_torch, match_initializers
 from autocompress.compression.plan import DROP, QUANT, RANK_RATIO, SHARE, Plan
+from autocompress.compression.quantize import to_opset
 from autocompress.compression.sharing import share_knobs
 from tests.test_depth import residual_cnn_workload
 from tests.tiny_transformer import make_tiny_transformer
@@ -67,9 +69,14 @@ def test_shared_block_follows_the_first_blocks_compression(tmp_path):
     model = compress_torch(plan, workload)
     assert model.layers[1] is model.layers[0]
     assert model.layers[1].ffn.fc1[0].out_features == 16   # layer 0's rank 0.5, not layer 1's
-    proto = onnx.load(str(apply_plan(plan, workload, tmp_path / "a.onnx").path))
-    units = set(match_initializers(proto, model).values())
+    exported = to_opset(export_onnx(model, workload))
+    units = set(match_initializers(exported, model).values())
     assert "layers.0.ffn.fc1" in units and not any(u.startswith("layers.1.") for u in units)
+    # the shared factors (read through Identity aliases) are stored once, in w8 codes
+    proto = onnx.load(str(apply_plan(plan, workload, tmp_path / "a.onnx").path))
+    fc1 = [n for n, u in match_initializers(exported, model).items() if u == "layers.0.ffn.fc1"]
+    stored = {i.name for i in proto.graph.initializer}
+    assert len(fc1) == 2 and all(f"{n}_codes_codes" in stored and n not in stored for n in fc1)
 
 
 def test_sharing_with_a_dropped_layer_is_ignored(tmp_path):

@@ -102,13 +102,20 @@ def torch_knobs(model, example_args: Sequence, input_names: Sequence[str] = ()) 
             + exit_knobs(model, example_args)[0])
 
 
-def onnx_knobs(weight_names: Sequence[str], shapes: Mapping[str, tuple] | None = None) -> list[Knob]:
+def onnx_knobs(weights: Mapping[str, tuple[str, tuple]]) -> list[Knob]:
     """Knobs of an ONNX-only model: quantization, sparsity and clustering of each weight
-    initializer (``shapes`` lets small weights skip what gains them little) and the
-    model-wide calibration method."""
+    (``weights``: name -> (kind, shape), :func:`.onnx_graph.weights`) and the model-wide
+    calibration method."""
     from .weight_knobs import onnx_weight_knobs
 
-    return onnx_weight_knobs(weight_names, shapes)[0]
+    return onnx_weight_knobs(weights)[0]
+
+
+def onnx_skips(weights: Mapping[str, tuple[str, tuple]]) -> list["Skip"]:
+    """Where an ONNX-only model's weight techniques are not offered, and why."""
+    from .weight_knobs import onnx_weight_knobs
+
+    return onnx_weight_knobs(weights)[1]
 
 
 def _rank_knob(name: str, ranks: tuple) -> list[Knob]:

@@ -20,7 +20,6 @@ from onnx import TensorProto, helper, numpy_helper, version_converter
 
 OPSET = 21              # INT4 and blocked DequantizeLinear need opset 21
 INT4_BLOCK = 32         # rows of a [K, N] MatMul weight sharing one INT4 scale
-WEIGHT_OPS = {"MatMul": 1, "Conv": 1, "Gather": 0}   # op -> input index of its weight
 
 
 def to_opset(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -32,14 +31,22 @@ def to_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _gemm_to_matmul(graph: onnx.GraphProto) -> None:
-    """Gemm(A, B, C) with a constant B becomes MatMul(A, B') + C: one weight layout [K, N]."""
-    inits = {i.name: i for i in graph.initializer}
+def _gemm_to_matmul(graph: onnx.GraphProto, inits: dict | None = None,
+                    readers: dict | None = None) -> None:
+    """Gemm(A, B, C) with a constant B read by nothing else becomes MatMul(A, B') + C: one
+    weight layout [K, N]. Subgraphs too (their B may be a main-graph initializer)."""
+    from .onnx_graph import subgraphs, uses
+
+    inits = {i.name: i for i in graph.initializer} if inits is None else inits
+    readers = uses(graph) if readers is None else readers
     nodes = []
     for node in graph.node:
+        for sub in subgraphs(node):
+            _gemm_to_matmul(sub, {**inits, **{i.name: i for i in sub.initializer}}, readers)
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if (node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0)
-                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0
+                or len(readers.get(node.input[1], ())) > 1):
             nodes.append(node)
             continue
         weight = numpy_helper.to_array(inits[node.input[1]])
@@ -58,15 +65,11 @@ def _gemm_to_matmul(graph: onnx.GraphProto) -> None:
 
 
 def weight_initializers(model: onnx.ModelProto) -> list[str]:
-    """Initializers that are weights of MatMul/Conv/Gather (what quantization can act on)."""
-    inits = {i.name: i for i in model.graph.initializer}
-    names = []
-    for node in model.graph.node:
-        index = WEIGHT_OPS.get(node.op_type)
-        if index is not None and len(node.input) > index and node.input[index] in inits:
-            if len(inits[node.input[index]].dims) >= 2 and node.input[index] not in names:
-                names.append(node.input[index])
-    return names
+    """Initializers read as weights (what weight storage can act on; subgraphs and
+    recurrent ops included, see :mod:`.onnx_graph`)."""
+    from .onnx_graph import weights
+
+    return list(weights(model))
 
 
 def quantize(model: onnx.ModelProto, choices: Mapping[str, str]) -> onnx.ModelProto:
@@ -103,14 +106,15 @@ def _quantize_dynamic(model: onnx.ModelProto, node_names: list[str],
         return onnx.load(dst)
 
 
-def _weight_only(graph, init: TensorProto, bits: int, consumers: list) -> None:
+def _weight_only(graph, init: TensorProto, bits: int, kind: str, consumers: list) -> None:
+    """INT8/INT4 + DequantizeLinear in the main graph, producing the weight's own name
+    (so nodes in subgraphs read it too); embedding tables as int8 rows instead."""
+    from .onnx_graph import base_kind
+
     weight = numpy_helper.to_array(init).astype(np.float32)
-    ops = {n.op_type for n in consumers}
-    if ops == {"Gather"} and all(n.input[0] == init.name for n in consumers):
+    if kind == "gather":
         return _gather_int8(graph, init, weight, consumers)
-    if not ops or not ops <= {"MatMul", "Conv"}:
-        return None   # shared with an op we do not rewrite: leave it float
-    q, scale, attrs = _quantize_array(weight, bits, matmul=ops == {"MatMul"})
+    q, scale, attrs = _quantize_array(weight, bits, layout=base_kind(kind))
     _replace_initializer(graph, init, [
         _int_tensor(init.name + "_q", q, bits),
         numpy_helper.from_array(scale, init.name + "_scale")])
@@ -119,10 +123,16 @@ def _weight_only(graph, init: TensorProto, bits: int, consumers: list) -> None:
         name=init.name + "_dequant", **attrs))
 
 
-def _quantize_array(weight: np.ndarray, bits: int, matmul: bool):
-    """Symmetric quantization: MatMul [K, N] per column (INT4: per block of K rows); Conv per output channel."""
+CHANNEL_AXIS = {"matmul": 1, "conv": 0, "recurrent": 1}
+"""The axis with one scale per slice: a MatMul's output column, a Conv's output channel,
+a recurrent weight's gate row ([D, G*H, I])."""
+
+
+def _quantize_array(weight: np.ndarray, bits: int, layout: str):
+    """Symmetric quantization, one scale per :data:`CHANNEL_AXIS` slice (INT4 MatMul: per
+    block of K rows, as MatMulNBits wants)."""
     qmax = 2 ** (bits - 1) - 1
-    if matmul and bits == 4 and weight.shape[0] >= INT4_BLOCK:
+    if layout == "matmul" and bits == 4 and weight.shape[0] >= INT4_BLOCK:
         k, n = weight.shape
         blocks = -(-k // INT4_BLOCK)
         padded = np.zeros((blocks * INT4_BLOCK, n), np.float32)
@@ -132,7 +142,7 @@ def _quantize_array(weight: np.ndarray, bits: int, matmul: bool):
         q = np.round(weight / np.repeat(scale, INT4_BLOCK, axis=0)[:k])
         attrs = {"axis": 0, "block_size": INT4_BLOCK}
     else:
-        axis = 1 if matmul else 0
+        axis = CHANNEL_AXIS.get(layout, 0)
         reduce = tuple(i for i in range(weight.ndim) if i != axis)
         amax = np.abs(weight).max(axis=reduce)
         scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
@@ -155,7 +165,7 @@ def _int_tensor(name: str, q: np.ndarray, bits: int) -> TensorProto:
 
 def _gather_int8(graph, init: TensorProto, table: np.ndarray, consumers) -> None:
     """Embedding rows as int8 with one scale per row: Gather both, then Cast and Mul."""
-    q, scale, _ = _quantize_array(table, 8, matmul=False)
+    q, scale, _ = _quantize_array(table, 8, layout="conv")
     _replace_initializer(graph, init, [
         numpy_helper.from_array(q, init.name + "_q"),
         numpy_helper.from_array(scale.reshape(-1, 1), init.name + "_scale")])

@@ -20,6 +20,7 @@ EMBEDDING_QUANT_CHOICES = ("float", "w8", "w16", "w4", "w3", "w2")   # gathered 
 MATMUL_ONLY_CHOICES = ("w8a8c",)
 """Per-column weight scales with dynamic int8 activations: ORT's MatMulInteger takes them;
 its ConvInteger does not, so convolutions are not offered it."""
+INT8_KERNELS = ("w8a8", "w8a8c")
 LOW_BITS = ("w3", "w2")
 MIN_PACKED_WEIGHTS = 1024
 """Below this many weights, 2/3-bit packing, pruning and clustering save under ~3 KB."""
@@ -93,14 +94,24 @@ def torch_weight_knobs(model) -> tuple[list, list]:
     return knobs + calibration_knob(knobs), skips
 
 
-def onnx_weight_knobs(weight_names: Sequence[str],
-                      shapes: Mapping[str, tuple] | None = None) -> tuple[list, list]:
-    """(knobs, skips) for an ONNX model's weight initializers. Without ``shapes`` every
-    technique is offered on every weight (all of them apply; small ones just gain little)."""
+def onnx_weight_knobs(weights: Mapping[str, tuple[str, tuple]]) -> tuple[list, list]:
+    """(knobs, skips) for an ONNX model's weights (name -> (kind, shape), see
+    :func:`.onnx_graph.weights`): int8 kernels only where ONNX Runtime's quantizers take
+    the op (main-graph MatMul / Conv), weight-only storage elsewhere."""
+    from .knobs import Skip
+    from .onnx_graph import WEIGHT_ONLY
+
     knobs, skips = [], []
-    for name in weight_names:
-        shape = tuple(shapes[name]) if shapes and name in shapes else (MIN_PACKED_WEIGHTS,)
-        k, s = layer_weight_knobs(name, "matmul", shape)
+    for name, (kind, shape) in weights.items():
+        k, s = layer_weight_knobs(name, kind if kind in ("matmul", "conv", "gather") else "conv",
+                                  shape)
+        if kind in WEIGHT_ONLY:
+            quant = k[0]
+            k[0] = type(quant)(quant.unit, quant.name,
+                               tuple(c for c in quant.choices if c not in INT8_KERNELS),
+                               quant.technique)
+            s.append(Skip(name, "int8 kernels (w8a8)", f"{kind} weight: stored weight-only "
+                          "(ONNX Runtime's int8 quantizers rewrite main-graph MatMul/Conv only)"))
         knobs += k
         skips += s
     return knobs + calibration_knob(knobs), skips

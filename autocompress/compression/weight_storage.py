@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from . import packing
+from . import onnx_graph, packing
 from .clustering import kmeans_1d
 from .sparsity import magnitude_prune
 
@@ -54,18 +54,13 @@ class WeightPlan:
     clusters: int = 0
 
 
-def role(graph: onnx.GraphProto, name: str) -> str | None:
-    """``matmul`` / ``conv`` / ``gather`` (embedding table) for a weight, None if shared
-    with other ops (then it is left alone)."""
-    consumers = [n for n in graph.node if name in n.input]
-    ops = {n.op_type for n in consumers}
-    if ops == {"MatMul"} and all(n.input[1] == name for n in consumers):
-        return "matmul"
-    if ops == {"Conv"} and all(n.input[1] == name for n in consumers):
-        return "conv"
-    if ops == {"Gather"} and all(n.input[0] == name for n in consumers):
-        return "gather"
-    return None
+def role(graph: onnx.GraphProto, name: str, found: dict | None = None) -> str | None:
+    """How a weight is used (:func:`.onnx_graph.kind_of`: ``matmul`` / ``conv`` /
+    ``gather`` in the main graph, or a weight-only kind), None if it is also read as
+    something other than a weight (then it is left alone). ``found``: the graph's
+    :func:`.onnx_graph.uses`, when the caller asks about many weights."""
+    found = onnx_graph.uses(graph) if found is None else found
+    return onnx_graph.kind_of(name, found.get(name, []))
 
 
 def compress_weights(model: onnx.ModelProto, plans: Mapping[str, WeightPlan],
@@ -76,9 +71,9 @@ def compress_weights(model: onnx.ModelProto, plans: Mapping[str, WeightPlan],
     for index, node in enumerate(model.graph.node):   # ORT's quantizers select nodes by name
         if not node.name:
             node.name = f"{node.op_type}_{index}_unnamed"
-    todo = {}
+    todo, found = {}, onnx_graph.uses(model.graph)
     for name, plan in sorted(plans.items()):
-        kind = role(model.graph, name) if name in inits else None
+        kind = role(model.graph, name, found) if name in inits else None
         if kind is not None and plan != WeightPlan():
             todo[name] = (plan, kind)
     prepared = {name: _float_edits(inits[name], plan) for name, (plan, _) in todo.items()}
@@ -106,7 +101,7 @@ def compress_weights(model: onnx.ModelProto, plans: Mapping[str, WeightPlan],
             from .quantize import _weight_only
 
             _set(inits[name], weight)
-            _weight_only(model.graph, inits[name], INT_BITS[plan.quant],
+            _weight_only(model.graph, inits[name], INT_BITS[plan.quant], kind,
                          [n for n in model.graph.node if name in n.input])
         elif mode == "packed":
             _store_packed(model.graph, inits[name], weight, INT_BITS[plan.quant], kind, mask)
@@ -133,14 +128,16 @@ def _mode(plan: WeightPlan, kind: str, calibration: str) -> str:
     if plan.clusters > 0:
         return "clusters"
     sparse = plan.sparsity > 0
-    if plan.quant in INT_BITS and calibration != NO_CALIBRATION and kind != "gather":
+    int8_kernels = kind in ("matmul", "conv")
+    if plan.quant in INT_BITS and calibration != NO_CALIBRATION and int8_kernels:
         return "static"
     if plan.quant in DYNAMIC_INT8:
-        return DYNAMIC_INT8[plan.quant] if kind != "gather" else "packed"
+        return DYNAMIC_INT8[plan.quant] if int8_kernels else "packed"
     if plan.quant == "w16":
         return "fp16"
-    if plan.quant in ("w8", "w4") and not sparse and (kind != "gather" or plan.quant == "w8"):
-        return "dq"
+    if (plan.quant in ("w8", "w4") and not sparse and (kind != "gather" or plan.quant == "w8")
+            and kind not in onnx_graph.WEIGHT_ONLY):
+        return "dq"   # weight-only kinds are packed: ORT folds that at load, never DequantizeLinear
     if plan.quant in INT_BITS:
         return "packed"
     return "sparse" if sparse else "none"
@@ -315,8 +312,12 @@ def _symmetric(weight: np.ndarray, bits: int, reduce: tuple, fp16_scale: bool = 
 def packed_grid(weight: np.ndarray, bits: int, kind: str):
     """(view, q, fp16-exact scale) of packed weight-only storage. One scale covers a block
     of B rows of a MatMul column ([K, N] viewed as [K/B, B, N]; per column when no block
-    divides K), an output channel of a Conv, a row of an embedding table."""
-    if kind == "matmul":
+    divides K), an output channel of a Conv, a row of an embedding table, a gate row of a
+    recurrent weight ([D, G*H, I] viewed as [D*G*H, I])."""
+    kind = onnx_graph.base_kind(kind)
+    if kind == "recurrent":
+        view, reduce = weight.reshape(-1, weight.shape[-1]), (1,)
+    elif kind == "matmul":
         k, n = weight.shape
         block = next((b for b in BLOCK_SIZES if k % b == 0 and k > b), k)
         view, reduce = weight.reshape(k // block, block, n), (1,)
