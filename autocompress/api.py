@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from . import __version__
 from .compression.knobs import onnx_knobs, torch_knobs
 from .compression.plan import Plan
-from .compression.quantize import to_opset, weight_initializers
+from .compression.quantize import to_opset
 from .device_profiles import DeviceProfile, load_profile, resolve_target
 from .pipeline import Evaluator
 from .report.pareto_json import SCHEMA_VERSION, point, write_json_atomic
@@ -29,7 +29,8 @@ from .report.environment import environment
 from .search import pareto
 from .search.objectives import OBJECTIVES, Budget, OnTarget
 from .search.queue import drain
-from .search.study import create_study, finished_count, mark_interrupted, open_study, run_trials
+from .search.study import (DUPLICATE_ATTR, create_study, finished_count, mark_interrupted,
+                           open_study, run_trials)
 from .workloads import Workload, WorkloadError, load_workload
 from . import budget_plans, finalize, verdict, workers
 
@@ -73,12 +74,16 @@ class SearchConfig:
     finalize_s: float | None = None     # time box of the finalize stage (finalize.py); 0: off;
                                         # None: finalize.DEFAULT_S with a size/latency/energy budget
     budget_seeds: bool = True           # integer-program seeds and repair (budget_plans.py)
+    data: str | None = None             # ONNX files: .npz (or folder) of real inputs
+    input_shapes: Sequence[str] = ()    # ONNX files: NAME=1x3x224x224 for free dimensions
+    metric: str | None = None           # ONNX files: cosine | top1 | module:function
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["budget"] = self.budget.to_dict()
         data["command"] = list(self.command)
         data["extra_targets"] = list(self.extra_targets)
+        data["input_shapes"] = list(self.input_shapes)
         return data
 
     @classmethod
@@ -110,11 +115,12 @@ def read_config(run_dir: Path) -> SearchConfig:
         raise RunError(f"cannot resume {run_dir}: config.json: {err}") from None
 
 
-def load_user_workload(model: str) -> Workload:
+def load_user_workload(model: str, data: str | None = None, input_shapes: Sequence[str] = (),
+                       metric: str | None = None) -> Workload:
     """:func:`load_workload`, with anything a user's factory raises as one WorkloadError
     line naming it (the original error stays chained for ``--debug``)."""
     try:
-        return load_workload(model)
+        return load_workload(model, data, input_shapes, metric)
     except WorkloadError:
         raise
     except Exception as err:   # noqa: BLE001 - user code raises anything
@@ -160,11 +166,25 @@ def rpc_device(config: SearchConfig):
     return device
 
 
+def _onnx_file_fields(workload: Workload) -> dict:
+    """pareto.json's account of how a user's ONNX file was read (empty for other models)."""
+    if workload.onnx_path is None:
+        return {}
+    return {"inputs": workload.data_source, "synthetic_inputs": workload.synthetic_inputs,
+            "preparation": list(workload.preparation), "techniques_path": workload.techniques_path}
+
+
+def config_workload(config: SearchConfig) -> Workload:
+    """The workload a run's config names (model, and for ONNX files its inputs and metric)."""
+    return load_user_workload(config.model, config.data, config.input_shapes, config.metric)
+
+
 def discover_skips(workload: Workload) -> list:
-    """Where a technique does not apply, and why (``Skip`` records; torch models only:
-    ONNX-file workloads only get per-weight knobs, and those that do not fit are not offered)."""
+    """Where a technique does not apply, and why (``Skip`` records)."""
     if workload.model is None:
-        return []
+        from .compression.knobs import onnx_skips
+
+        return onnx_skips(onnx_weights(workload))
     import torch
 
     from .compression.knobs import skipped_knobs
@@ -180,9 +200,16 @@ def discover_knobs(workload: Workload):
 
         args = [torch.from_numpy(workload.example[n]) for n in workload.input_names]
         return torch_knobs(workload.model, args, workload.input_names)
+    return onnx_knobs(onnx_weights(workload))
+
+
+def onnx_weights(workload: Workload) -> dict:
+    """An ONNX-file workload's weights: name -> (kind, shape) (compression/onnx_graph.py)."""
     import onnx
 
-    return onnx_knobs(weight_initializers(to_opset(onnx.load(str(workload.onnx_path)))))
+    from .compression.onnx_graph import weights
+
+    return weights(to_opset(onnx.load(str(workload.onnx_path))))
 
 
 def new_run_dir(config: SearchConfig, profile: DeviceProfile) -> Path:
@@ -209,6 +236,14 @@ def make_run_dir(run_dir: Path) -> bool:
     return not existed
 
 
+def check_compressible(workload: Workload) -> None:
+    """A model the techniques find nothing in is refused before any trial runs."""
+    if not discover_knobs(workload):
+        raise RunError(f"nothing to compress in {workload.name}: no weight that a technique "
+                       "can act on (2+ dimensional float initializers read by MatMul, Conv, "
+                       "Gemm, Gather or a recurrent op, subgraphs included)")
+
+
 def search(config: SearchConfig, progress: Callable | None = None) -> SearchResult:
     """Validate everything the user gave, then run a new search into a fresh run folder."""
     config = split_targets(config)
@@ -220,7 +255,8 @@ def search(config: SearchConfig, progress: Callable | None = None) -> SearchResu
     profile = resolve_profile(config)
     check_cost(config, profile)
     run_dir = new_run_dir(config, profile)
-    workload = load_user_workload(config.model)
+    workload = config_workload(config)
+    check_compressible(workload)
     created = make_run_dir(run_dir)
     config = replace(config, storage=config.storage or workers.default_storage(config.workers))
     try:   # the study first: a storage that cannot be opened leaves no run to block a retry
@@ -245,7 +281,7 @@ def resume(run_dir: Path | str, trials: int | None = None,
                          workers=config.workers if n_workers is None else n_workers)
         workers.check(config.workers, config.storage)
         write_json_atomic(run_dir / "config.json", config.to_dict())
-    profile, workload = resolve_profile(config), load_user_workload(config.model)
+    profile, workload = resolve_profile(config), config_workload(config)
     (run_dir / "pareto.json").unlink(missing_ok=True)   # stale until this run completes
     return _run(config, run_dir, profile, workload, progress)
 
@@ -357,7 +393,7 @@ def search_space(config: SearchConfig, workload: Workload, progress=None):
     from .search import seeding
 
     knobs = discover_knobs(workload)
-    if not config.sensitivity or workload.model is None:
+    if not config.sensitivity:
         return knobs, [], None
     attrs = stored_attrs(config.storage, config.study) or {}
     stored = attrs.get("sensitivity")
@@ -458,7 +494,7 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator,
         "command": list(config.command),
         "config": config.to_dict(),
         "workload": {"name": workload.name, "description": workload.description,
-                     "n_knobs": len(knobs),
+                     "n_knobs": len(knobs), **_onnx_file_fields(workload),
                      "skipped_knobs": [s.message() for s in discover_skips(workload)]},
         "target": {"name": profile.name, "description": profile.description,
                    "tvm_target": profile.tvm_target, "profile": profile.to_dict()},
@@ -466,6 +502,7 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator,
         "budget": config.budget.to_dict(),
         "study": {"storage": config.storage, "name": study.study_name, "n_trials": len(trials),
                   "n_complete": len(complete), "n_failed": len(failed),
+                  "n_duplicates": sum(DUPLICATE_ATTR in t.user_attrs for t in trials),
                   "n_feasible": sum(pareto.is_feasible(t) for t in complete),
                   "failures": [{"id": t.number, "reason": t.user_attrs.get("fail_reason", "unknown"),
                                 "traceback": t.user_attrs.get("traceback")} for t in failed],

@@ -67,8 +67,8 @@ def directed(knobs, analysis, budget, evaluator, distilled: bool = True) -> Budg
     base_plan = Plan()
     base = _numbers(evaluator, base_plan)
     gather = {k.unit for k in knobs if k.name == "quant" and "w8a8" not in k.choices}
-    compute_bytes = 4.0 * sum(n for u, n in _unit_params(evaluator.workload.model, knobs).items()
-                              if u not in gather) or 1.0
+    sizes = _workload_unit_params(evaluator.workload, knobs)
+    compute_bytes = 4.0 * sum(n for u, n in sizes.items() if u not in gather) or 1.0
 
     def compute_share(knob, choice):
         if knob.name in WEIGHT_KNOBS or knob.unit in gather or knob.unit.startswith("embeddings"):
@@ -81,14 +81,14 @@ def directed(knobs, analysis, budget, evaluator, distilled: bool = True) -> Budg
         if resource in limits:
             saved[resource] = (lambda k, c, r=resource: None if compute_share(k, c) is None
                                else compute_share(k, c) * base[r])
-    sizes = _unit_params(evaluator.workload.model, knobs)
     problem = budget_solver.build_problem(knobs, analysis.drop, saved, base, limits,
                                           _removals(evaluator.workload, knobs, sizes, analysis),
                                           sizes)
 
     from .compression.structural import contained_units
 
-    contained = contained_units(evaluator.workload.model)
+    contained = (contained_units(evaluator.workload.model) if evaluator.workload.model is not None
+                 else frozenset())
 
     def measure(params):
         return _numbers(evaluator, plan_of(params, knobs, contained))
@@ -107,6 +107,28 @@ def directed(knobs, analysis, budget, evaluator, distilled: bool = True) -> Budg
               "method": "scipy.optimize.milp multiple-choice knapsack over the sensitivity "
                         "table; each solution built and checked, limits tightened on overshoot"}
     return BudgetPlans(queued, problem, record)
+
+
+def _workload_unit_params(workload, knobs) -> dict[str, float]:
+    """:func:`_unit_params` of the workload's model; an ONNX file's units are its weights."""
+    if workload.model is not None:
+        return _unit_params(workload.model, knobs)
+    return {u: n for u, n in _onnx_params(workload).items() if u != budget_solver.TOTAL}
+
+
+def _onnx_params(workload) -> dict[str, float]:
+    """An ONNX file's weights' sizes, and (key ``budget_solver.TOTAL``) every initializer's."""
+    from math import prod
+
+    import onnx
+
+    from .compression.onnx_graph import weights
+    from .compression.quantize import to_opset
+
+    model = to_opset(onnx.load(str(workload.onnx_path)))
+    out = {name: float(prod(shape)) for name, (_, shape) in weights(model).items()}
+    out[budget_solver.TOTAL] = float(sum(prod(i.dims) for i in model.graph.initializer))
+    return out
 
 
 def _unit_params(model, knobs) -> dict[str, float]:
@@ -197,6 +219,9 @@ def _weights_after(workload, knobs, sizes: dict, contained):
     total, key ``budget_solver.TOTAL``): the torch stage built once per structure."""
     from .compression.apply import compress_torch
 
+    if workload.model is None:       # no structural knobs: every plan keeps every weight
+        kept = _onnx_params(workload)
+        return lambda params: kept
     memo: dict[str, dict] = {}
 
     def count(params: dict) -> dict:

@@ -6,6 +6,7 @@ import os
 import sys
 import time
 import traceback
+from pathlib import Path
 
 from rich.console import Console
 
@@ -18,6 +19,24 @@ def _debug_flag(parser: argparse.ArgumentParser, default=False) -> None:
                         help="print the traceback behind an error (default: one line)")
 
 
+def _onnx_input_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="PATH", help="ONNX files: real inputs, an .npz of "
+                        "arrays keyed by input name (or a folder of them); split into disjoint "
+                        "calibration and evaluation sets")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x48x320",
+                        help="ONNX files without --data: the shape of an input with free "
+                        "dimensions (repeat per input)")
+    parser.add_argument("--metric", help="ONNX files: cosine (outputs' cosine to the original) "
+                        "| top1 (argmax agreement; the default for [N, classes] outputs) | "
+                        "package.module:function(outputs, reference) -> float")
+
+
+def _onnx_inputs(args) -> dict:
+    """The ONNX-file input flags as keyword arguments (absent on resume: config.json has them)."""
+    return {"data": str(Path(args.data).resolve()) if args.data else None,
+            "input_shapes": list(args.input_shape), "metric": args.metric}
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autocompress", description="Hardware-aware automated model compression.")
@@ -27,6 +46,7 @@ def _build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="search compression plans for a target")
     search.add_argument("--model", default="minilm",
                         help="minilm (default) | digits-cnn | path/to/model.onnx | package.module:function")
+    _onnx_input_flags(search)
     search.add_argument("--target", default="jetson-nano", help="device profile name (see `autocompress targets`); a,b,c: one search, a front per target")
     search.add_argument("--profile", help="path to a device profile JSON file (replaces --target)")
     search.add_argument("--budget", help="max artifact size: 4MB (10^6 bytes), 4MiB (2^20), 4000KB, 4e6")
@@ -69,6 +89,7 @@ def _build_parser() -> argparse.ArgumentParser:
     techniques = commands.add_parser("techniques", help="list the compression techniques and "
                                      "their knobs (with --model: what that model offers)")
     techniques.add_argument("--model", help="also list this model's knobs and skipped layers")
+    _onnx_input_flags(techniques)
     _add_device_commands(commands)
     _add_worker_command(commands)
     _add_after_search_commands(commands)
@@ -150,7 +171,8 @@ def _search(args, argv, console: Console) -> int:
             storage=args.storage, command=["autocompress", *argv],
             rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
             sensitivity=not args.no_sensitivity, multi_fidelity=not args.no_multi_fidelity, workers=args.workers,
-            cost=args.cost, study=args.study, finalize_s=parse_duration(args.finalize) if args.finalize is not None else None)
+            cost=args.cost, study=args.study, finalize_s=parse_duration(args.finalize) if args.finalize is not None else None,
+            **_onnx_inputs(args))
         if args.budget is not None:
             console.print(f"budget: {args.budget} = {budget.max_size_bytes:,} bytes "
                           "(MB/KB/GB are powers of 10; MiB/KiB/GiB powers of 2)")
@@ -252,6 +274,7 @@ def _add_after_search_commands(commands) -> None:
     report.add_argument("--out", help="output folder (default RUN/report)")
 
     plan = commands.add_parser("plan", help="which device profiles can host the model within a budget")
+    _onnx_input_flags(plan)
     plan.add_argument("--model", default="minilm",
                       help="minilm (default) | digits-cnn | path/to/model.onnx | package.module:function")
     plan.add_argument("--budget", help="max artifact size: 4MB (10^6 bytes), 4MiB (2^20)")
@@ -294,7 +317,8 @@ def _plan(args, argv, console: Console) -> int:
         model=args.model, budget=budget, trials=args.trials, seed=args.seed, out=args.out,
         targets=[t.strip() for t in args.targets.split(",")] if args.targets else (),
         timeout_s=parse_time(args.timeout) if args.timeout is not None else None,
-        trial_timeout_s=parse_time(args.trial_timeout), command=["autocompress", *argv])
+        trial_timeout_s=parse_time(args.trial_timeout), command=["autocompress", *argv],
+        **_onnx_inputs(args))
     progress = SearchProgress(console)
     result = plan(config, progress=progress)
     progress.stop()
@@ -355,7 +379,7 @@ def _techniques(args, console: Console) -> int:
     if args.model:
         from .api import discover_knobs, discover_skips, load_user_workload
 
-        workload = load_user_workload(args.model)
+        workload = load_user_workload(args.model, **_onnx_inputs(args))
         offered = Counter(technique_of(k.technique) for k in discover_knobs(workload))
         skips = discover_skips(workload)
     table = Table(title="compression techniques" + (f" ({args.model})" if args.model else ""))
@@ -369,9 +393,23 @@ def _techniques(args, console: Console) -> int:
             row += [str(offered.get(t.name, 0)), str(skipped.get(t.name, 0))]
         table.add_row(*row)
     console.print(table)
+    if args.model:
+        _model_notes(workload, console)
     for skip in skips:
         console.print(f"  skipped: {skip.message()}", markup=False, highlight=False)
     return 0
+
+
+def _model_notes(workload, console: Console) -> None:
+    """How a user's ONNX file was read: preparation, inputs, metric, which techniques path."""
+    lines = [f"model: {workload.description}"]
+    lines += [f"prepared: {note}" for note in workload.preparation]
+    if workload.data_source:
+        lines.append(f"inputs: {workload.data_source}")
+    if workload.techniques_path:
+        lines.append(f"techniques path: {workload.techniques_path}")
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _add_device_commands(commands) -> None:

@@ -76,7 +76,9 @@ def _export(run_dir: Path, document: dict, record: dict, profile, fmt: str,
             out_dir: Path) -> ExportResult:
     from .workloads import load_workload
 
-    workload = load_workload(document["config"]["model"])
+    config = document["config"]
+    workload = load_workload(config["model"], config.get("data"), config.get("input_shapes", ()),
+                             config.get("metric"))
     model = out_dir / "model.onnx"
     _materialise(run_dir, record, workload, model)
     result = ExportResult(out_dir, {"onnx": model}, recorded_quality=record["quality"],

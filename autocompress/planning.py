@@ -34,6 +34,9 @@ class PlanConfig:
     trial_timeout_s: float | None = 600.0
     out: str | None = None
     command: Sequence[str] = ()
+    data: str | None = None              # ONNX files: real inputs (see api.SearchConfig)
+    input_shapes: Sequence[str] = ()
+    metric: str | None = None
 
 
 @dataclass
@@ -58,6 +61,7 @@ def plan(config: PlanConfig, progress: Callable | None = None) -> PlanResult:
         model=config.model, target="host", budget=device_free, trials=config.trials,
         timeout_s=config.timeout_s, trial_timeout_s=config.trial_timeout_s, seed=config.seed,
         out=out, command=list(config.command), extra_targets=[p.name for p in profiles],
+        data=config.data, input_shapes=list(config.input_shapes), metric=config.metric,
         finalize_s=0.0)
     try:
         run_dir = api.search(search, progress=progress).run_dir

@@ -103,9 +103,7 @@ def measurable(knob: Knob) -> bool:
 
 def analyse(workload, knobs: Sequence[Knob], use_cache: bool = True,
             progress=None) -> Sensitivity | None:
-    """Sensitivity of every measurable knob of a torch workload (None for ONNX-file workloads)."""
-    if workload.model is None:
-        return None
+    """Sensitivity of every measurable knob (torch workloads and ONNX files alike)."""
     from .pipeline import workload_key
 
     wanted = [k for k in knobs if measurable(k)]
@@ -188,26 +186,36 @@ class _Probe:
         from .compression.quantize import to_opset
 
         self.workload = workload
-        self.model = compress_torch(Plan(), workload)       # BatchNorm folded, as exported
-        self.proto = to_opset(export_onnx(self.model, workload))
+        if workload.model is None:      # an ONNX file: its weights are the units
+            import onnx
+
+            from .compression.quantize import weight_initializers
+
+            self.model = None
+            self.proto = to_opset(onnx.load(str(workload.onnx_path)))
+            matched = {name: name for name in weight_initializers(self.proto)}
+        else:
+            self.model = compress_torch(Plan(), workload)       # BatchNorm folded, as exported
+            self.proto = to_opset(export_onnx(self.model, workload))
+            matched = match_initializers(self.proto, self.model)
         self.proto_bytes = self.proto.SerializeToString()   # each probe edits a fresh copy
         self.units: dict[str, list[str]] = {}
         self.sizes = {i.name: int(np.prod(i.dims)) for i in self.proto.graph.initializer}
-        for init, unit in match_initializers(self.proto, self.model).items():
+        for init, unit in matched.items():
             self.units.setdefault(unit, []).append(init)
         self.threads = ort_runner.TimingConfig().threads
         self.batches = list(workload.evaluation)
         self.reference = None
         began = time.perf_counter()
-        torch_out = self._torch_outputs(self.model)
-        torch_s = time.perf_counter() - began
+        torch_out = self._torch_outputs(self.model) if self.model is not None else None
+        torch_s = time.perf_counter() - began if self.model is not None else float("inf")
         began = time.perf_counter()
         onnx_out = self._onnx_outputs(self.proto)
         onnx_s = time.perf_counter() - began
         self.use_onnx = onnx_s < torch_s / 2   # small convolutional models: torch is slow
         self.engine = "ONNX Runtime" if self.use_onnx else "torch"
         base_outputs = onnx_out if self.use_onnx else torch_out
-        if min(onnx_s, torch_s) > FULL_PASS_LIMIT_S:
+        if min(onnx_s, torch_s) > FULL_PASS_LIMIT_S and self.model is not None:
             self.batches = _first_rows(self.batches, SUBSET_ROWS)
             self.reference = [b[0] for b in base_outputs[:len(self.batches)]]
             self.engine += (f", fidelity to the uncompressed outputs on the first "

@@ -181,7 +181,7 @@ def join(storage: str, study_name: str, threads: int | None = None, seed: int | 
                                  config.sampler)
     threads = threads or threads_per_worker(1)
     torch.set_num_threads(threads)   # loading a workload may train a model
-    workload = api.load_user_workload(config.model)
+    workload = api.config_workload(config)
     knobs = api.search_space(config, workload)[0]   # as the search shaped it (stored analysis)
     evaluator = api.make_evaluator(config, profile, workload)
     ran = []

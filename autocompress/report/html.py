@@ -13,7 +13,8 @@ import shlex
 
 from .plots import heat_values
 from .run import Run
-from .summary import describe_provenance, fmt, is_measured, planning_sentence, recommendation
+from .summary import (describe_provenance, fmt, inputs_note, is_measured, planning_sentence,
+                      recommendation)
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;
@@ -85,9 +86,9 @@ def render(run: Run, svgs: dict[str, str], planning_rows: list[dict] | None = No
 
 
 def _verdict(doc: dict) -> str:
-    """The too-tight warning (verdict.py) above everything else, when there is one."""
-    message = (doc.get("verdict") or {}).get("message")
-    return f'<p class="warn"><strong>{e(message)}</strong></p>' if message else ""
+    """The too-tight warning (verdict.py) and the synthetic-inputs one above everything else."""
+    messages = [m for m in ((doc.get("verdict") or {}).get("message"), inputs_note(doc)) if m]
+    return "".join(f'<p class="warn"><strong>{e(m)}</strong></p>' for m in messages)
 
 
 def _front_table(run: Run) -> str:

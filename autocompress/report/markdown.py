@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 
 from .run import Run
-from .summary import fmt, is_measured, planning_sentence, recommendation
+from .summary import fmt, inputs_note, is_measured, planning_sentence, recommendation
 from .table import plan_summary
 
 
@@ -23,9 +23,9 @@ def _tagged(key: str, p: dict) -> str:
 def render(run: Run, planning_rows: list[dict] | None = None) -> str:
     doc = run.document
     target = doc["target"]["name"]
-    warning = (doc.get("verdict") or {}).get("message")
+    warnings = [m for m in ((doc.get("verdict") or {}).get("message"), inputs_note(doc)) if m]
     lines = [f"## autocompress: {cell(doc['workload']['name'])} on {cell(target)}", "",
-             *([f"**{warning}**", ""] if warning else []),
+             *[line for w in warnings for line in (f"**{w}**", "")],
              recommendation(doc), "",
              f"| point | quality | size | latency ({cell(target)}) | energy | peak RAM | plan |",
              "|---|---|---|---|---|---|---|"]

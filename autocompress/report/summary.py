@@ -113,3 +113,12 @@ def planning_sentence(rows: list[dict]) -> str:
     if misses and fits:
         text += f" It does not fit {', '.join(misses)} (see the deployment table for why)."
     return text
+
+
+def inputs_note(doc: dict) -> str | None:
+    """The warning every report carries when quality was measured on synthetic inputs."""
+    workload = doc.get("workload") or {}
+    if not workload.get("synthetic_inputs"):
+        return None
+    return ("Quality was measured on synthetic inputs (no --data given): it says how closely "
+            "the compressed outputs follow the original's on made-up inputs, not on real ones.")

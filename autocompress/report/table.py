@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from ..units import format_energy, format_size, format_time
+from .summary import inputs_note
 
 
 def _tag(provenance: dict) -> str:
@@ -38,7 +39,9 @@ def front_table(document: dict, target: str | None = None) -> Table:
             f"{format_energy(p['energy_j'])} {_tag(prov['energy_j'])}",
             f"{format_size(p['peak_ram_bytes'])} {_tag(prov['peak_ram_bytes'])}",
             f"{format_time(p['host_latency_s'])} m")
-    table.caption = (f"latency, energy and peak RAM on {target}; host lat. = ONNX Runtime on "
+    note = inputs_note(document)
+    table.caption = ((note + "\n" if note else "") +
+                     f"latency, energy and peak RAM on {target}; host lat. = ONNX Runtime on "
                      "this machine. Plans:\n" + "\n".join(
                          f"{p['id']}: {plan_summary(p['plan'])}" for p in points))
     table.caption_justify = "left"

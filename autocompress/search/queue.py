@@ -4,7 +4,9 @@ The search that creates (or resumes) a study enqueues exactly ``n_trials`` trial
 anchor plans, then blank ones that the sampler fills in when a worker takes them. A worker
 only takes queued trials and never creates one. Taking is Optuna's WAITING -> RUNNING swap,
 which every storage makes atomic (a row lock in RDB storages, log order in the journal),
-so each trial runs once and the study ends with exactly ``n_trials`` trials.
+so each trial runs once and the study ends with exactly ``n_trials`` trials of new work.
+A trial whose plan was already measured is answered from the first one and adds one blank
+trial to the queue (search/study.py), so duplicates never use up the search.
 """
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ class QueueDrained(Exception):
 
 
 def fill(study: optuna.Study, n_trials: int) -> int:
-    """Enqueue blank trials until the study holds ``n_trials``; returns how many were added."""
-    missing = max(0, n_trials - len(study.get_trials(deepcopy=False)))
+    """Enqueue blank trials until the study holds ``n_trials`` plus one per duplicate plan
+    (search/study.py ``DUPLICATE_ATTR``); returns how many were added."""
+    trials = study.get_trials(deepcopy=False)
+    duplicates = min(n_trials, sum("duplicate_of" in t.user_attrs for t in trials))
+    missing = max(0, n_trials + duplicates - len(trials))
     for _ in range(missing):
         study.enqueue_trial({})
     return missing

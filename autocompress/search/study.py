@@ -161,7 +161,13 @@ def mark_interrupted(study: optuna.Study) -> int:
 
 
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    """Finished trials that were new work (a duplicate plan's trial is not)."""
+    return sum(DUPLICATE_ATTR not in t.user_attrs
+               for t in study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def duplicate_count(study: optuna.Study) -> int:
+    return sum(DUPLICATE_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False))
 
 
 def run_trials(study: optuna.Study, knobs: Sequence[Knob], evaluate: Callable, budget: Budget,
@@ -174,9 +180,12 @@ def run_trials(study: optuna.Study, knobs: Sequence[Knob], evaluate: Callable, b
     plan becomes before it is built (budget repair, coherence); the stored plan is
     the built one, the attrs say what was sampled."""
     cache = _metrics_cache(study)
-    remaining = n_trials - finished_count(study)
-    if remaining <= 0:
+    if finished_count(study) >= n_trials:
         return
+
+    def enough(study_, trial_) -> None:   # the queue holds the rest; this ends a resumed run early
+        if finished_count(study_) >= n_trials:
+            study_.stop()
 
     def objective(trial: optuna.Trial):
         plan = suggest_plan(trial, knobs)
@@ -189,14 +198,15 @@ def run_trials(study: optuna.Study, knobs: Sequence[Knob], evaluate: Callable, b
         trial.set_user_attr("plan_digest", plan.digest())
         stop_at(f"trial-{trial.number}")
         try:
-            metrics = cache.get(plan.digest())
+            first, metrics = cache.get(plan.digest(), (None, None))
             if metrics is None:
                 with time_limit(trial_timeout_s):
                     metrics = (_two_stage(trial, study, plan, evaluate, budget)
                                if multi_fidelity else evaluate(plan))
-                cache[plan.digest()] = metrics
+                cache[plan.digest()] = (trial.number, metrics)
             else:
                 trial.set_user_attr("reused_from_cache", True)
+                _count_as_duplicate(study, trial, first, n_trials)
         except Exception as err:
             reason = f"{type(err).__name__}: {err}".strip().splitlines()[0][:500]
             trial.set_user_attr("fail_reason", reason)
@@ -207,8 +217,22 @@ def run_trials(study: optuna.Study, knobs: Sequence[Knob], evaluate: Callable, b
             trial.set_constraint(name, value)
         return tuple(metrics.objective(name) for name, _ in OBJECTIVES)
 
-    study.optimize(objective, n_trials=remaining, timeout=timeout_s, catch=(Exception,),
-                   callbacks=list(callbacks), gc_after_trial=False)
+    study.optimize(objective, n_trials=None, timeout=timeout_s, catch=(Exception,),
+                   callbacks=[*callbacks, enough], gc_after_trial=False)
+
+
+DUPLICATE_ATTR = "duplicate_of"
+"""A trial whose plan an earlier trial already measured: its number. Answered from it,
+not counted as one of the ``n_trials``; a blank trial joins the queue in its place (at
+most ``n_trials`` times, so a space with few plans still ends)."""
+
+
+def _count_as_duplicate(study, trial, first: int | None, n_trials: int) -> None:
+    if first is None or first == trial.number:
+        return
+    trial.set_user_attr(DUPLICATE_ATTR, first)
+    if duplicate_count(study) <= n_trials:
+        study.enqueue_trial({})
 
 
 def _two_stage(trial, study, plan, evaluate: Callable, budget: Budget):
@@ -231,8 +255,9 @@ def _metrics_cache(study: optuna.Study) -> dict:
 
     cache = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if "metrics" in trial.user_attrs:
-            cache[trial.user_attrs["plan_digest"]] = TrialMetrics.from_dict(trial.user_attrs["metrics"])
+        if "metrics" in trial.user_attrs and trial.user_attrs["plan_digest"] not in cache:
+            cache[trial.user_attrs["plan_digest"]] = (
+                trial.number, TrialMetrics.from_dict(trial.user_attrs["metrics"]))
     return cache
 
 

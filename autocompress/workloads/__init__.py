@@ -5,6 +5,7 @@ import importlib
 import re
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from .base import Batch, Outputs, Quality, Workload
 from .onnx_file import WorkloadError, load_onnx_workload
@@ -16,8 +17,17 @@ __all__ = ["BUILTINS", "DEFAULT", "Batch", "Outputs", "Quality", "Workload", "Wo
            "load_workload"]
 
 
-def load_workload(spec: str) -> Workload:
-    """``minilm`` | ``digits-cnn`` | ``path/to/model.onnx`` | ``package.module:function``."""
+def load_workload(spec: str, data: str | None = None, input_shapes: Sequence[str] = (),
+                  metric: str | None = None) -> Workload:
+    """``minilm`` | ``digits-cnn`` | ``path/to/model.onnx`` | ``package.module:function``.
+    ``data``, ``input_shapes`` and ``metric`` apply to ONNX files (onnx_file.py)."""
+    onnx_file = not (spec in BUILTINS or (re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec)
+                                          and not Path(spec).exists()))
+    given = [flag for flag, value in (("--data", data), ("--input-shape", input_shapes),
+                                      ("--metric", metric)) if value]
+    if given and not onnx_file:
+        raise WorkloadError(f"{', '.join(given)}: for ONNX files only ({spec!r} is a "
+                            "workload with its own data and metric)")
     if spec == "minilm":
         from .minilm import make_minilm_workload
 
@@ -29,7 +39,7 @@ def load_workload(spec: str) -> Workload:
     if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec) and not Path(spec).exists():
         return _load_callable(spec)
     if spec.endswith(".onnx") or Path(spec).suffix or Path(spec).exists():
-        return load_onnx_workload(spec)
+        return load_onnx_workload(spec, data, input_shapes, metric)
     raise WorkloadError(f"unknown model {spec!r}: use one of {', '.join(BUILTINS)}, "
                         "a path to an .onnx file, or package.module:function")
 

@@ -74,6 +74,15 @@ class Workload:
     output_kind: str = "logits"
     """What the first output is, for distillation: "logits" (class scores: KL of softened
     softmaxes) or "embedding" (vectors: squared error + cosine)."""
+    data_source: str = ""
+    """Where calibration and evaluation inputs come from, in words (ONNX files: the
+    user's ``--data`` or synthetic inputs)."""
+    synthetic_inputs: bool = False
+    """Quality was measured on made-up inputs: every report says so."""
+    preparation: tuple[str, ...] = ()
+    """What was done to a user's ONNX file before compression (onnx_prepare.py), in words."""
+    techniques_path: str = ""
+    """Why only some techniques apply to this model (an ONNX file kept as ONNX), in words."""
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.onnx_path is None):

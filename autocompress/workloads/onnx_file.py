@@ -1,84 +1,116 @@
-"""A user's ONNX file as a workload: quantization knobs, fidelity on synthetic inputs.
+"""A user's ONNX file as a workload: weight knobs, quality as agreement with the original.
 
-With no data or metric given, quality is how closely the compressed model's outputs
-follow the original's (mean cosine over seeded random inputs). For a real metric,
-write a ``module:function`` workload instead (see the README).
+The file is first prepared (:mod:`.onnx_prepare`: ONNX Runtime's pre-processing, weights
+moved out of subgraphs), and must still compute what it did. Its inputs are the user's
+``--data`` or synthetic ones that respect the declared shapes (:mod:`.onnx_inputs`);
+quality is one of :mod:`.onnx_metrics`, chosen from the output's shape or by ``--metric``.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
-import numpy as np
 import onnx
 
-from .base import Quality, Workload
+from .base import Workload
+from .onnx_inputs import (InputError, input_specs, load_data, parse_shapes, resolve_shapes,
+                          split, synthetic_feeds)
 
 N_CALIBRATION = 8
-N_EVALUATION = 16
+N_EVALUATION = 32
+TECHNIQUES_PATH = (
+    "the ONNX graph is compressed as given: weight techniques only (quantization, sparsity, "
+    "clustering, static int8). Structural ones need the model in torch; converting it needs "
+    "onnx2torch, which requires torchvision, and PyPI's torchvision for torch 2.13.0 is a "
+    "CUDA build that does not load with the CPU torch here")
+"""What ``techniques --model FILE.onnx`` says about the structural techniques, and why."""
 
 
 class WorkloadError(ValueError):
     """A model that cannot be used; the message says which file or name and why."""
 
 
-def load_onnx_workload(path: str | Path) -> Workload:
+def load_onnx_workload(path: str | Path, data: str | Path | None = None,
+                       input_shapes: Sequence[str] = (), metric: str | None = None) -> Workload:
+    """The workload of an ONNX file; every problem with the file or the inputs is one
+    :class:`WorkloadError` line."""
+    from . import onnx_metrics
+    from .onnx_prepare import prepared_path, same_outputs
+
     path = Path(path)
     if not path.is_file():
         raise WorkloadError(f"model file not found: {path}")
+    original = _load(path)
+    try:
+        prepared, notes = prepared_path(path)
+        model = onnx.load(str(prepared))
+        specs = input_specs(model)
+        if data is not None:
+            if input_shapes:
+                raise InputError("give --data or --input-shape, not both (the data has its shapes)")
+            feeds = load_data(data, specs)
+            source = f"real inputs from {Path(data).name} ({len(feeds)} input sets)"
+        else:
+            shapes = resolve_shapes(specs, parse_shapes(input_shapes, specs))
+            feeds = synthetic_feeds(model, specs, shapes, N_CALIBRATION + N_EVALUATION)
+            source = ("synthetic inputs (seeded N(0, 1) floats, token ids over their table; "
+                      "give --data for real ones)")
+        calibration, evaluation = split(feeds) if data is not None else \
+            (feeds[:N_CALIBRATION], feeds[N_CALIBRATION:])
+    except InputError as err:
+        raise WorkloadError(str(err)) from None
+    _check_runs(path, calibration[0], data)
+    differs = same_outputs(path, prepared, calibration[:2])
+    if differs:
+        raise WorkloadError(f"{path.name}: the prepared copy of the model does not compute what "
+                            f"the original does ({differs}); please report this file")
+    from ..backends.ort_runner import make_session, run_batches
+
+    session = make_session(path)
+    reference = run_batches(session, evaluation)
+    output_names = tuple(o.name for o in session.get_outputs())
+    scorer = onnx_metrics.choose(metric, output_names, reference)
+    weights_found = _weight_count(model)
+    return Workload(
+        name=path.stem, input_names=tuple(s.name for s in specs), output_names=output_names,
+        example=calibration[0], calibration=calibration, evaluation=evaluation,
+        score=scorer.score, onnx_path=prepared,
+        description=(f"{path.name}: {scorer.description} on {len(evaluation)} held-out "
+                     f"{source.split(' (')[0]}; {weights_found} weights found"),
+        data_source=source, synthetic_inputs=data is None, preparation=tuple(notes),
+        techniques_path=TECHNIQUES_PATH)
+
+
+def _load(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
-        from ..backends.ort_runner import make_session, run_batches
+        from ..backends.ort_runner import make_session
 
-        session = make_session(path)
+        make_session(path)
     except Exception as err:   # corrupt protobuf, invalid graph, unsupported op
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WorkloadError(f"cannot load ONNX model {path}: {first_line}") from None
-    inputs = session.get_inputs()
-    rng = np.random.default_rng(0)
-    batches = [_random_batch(inputs, rng) for _ in range(N_CALIBRATION + N_EVALUATION)]
-    calibration, evaluation = batches[:N_CALIBRATION], batches[N_CALIBRATION:]
-    reference = run_batches(session, evaluation)
-
-    def score(outputs) -> Quality:
-        cosines = [_cosine(o, r) for out, ref in zip(outputs, reference) for o, r in zip(out, ref)]
-        return Quality(float(np.mean(cosines)), "output_cosine",
-                       {"cosine_mean": float(np.mean(cosines)), "cosine_min": float(np.min(cosines))})
-
-    return Workload(
-        name=path.stem, input_names=tuple(i.name for i in inputs),
-        output_names=tuple(o.name for o in session.get_outputs()),
-        example=batches[0], calibration=calibration, evaluation=evaluation, score=score,
-        onnx_path=path.resolve(),
-        description=f"{path.name}: fidelity to the original outputs on {N_EVALUATION} seeded random inputs")
+    return model
 
 
-def _random_batch(inputs, rng) -> dict[str, np.ndarray]:
-    batch = {}
-    for spec in inputs:
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
-        dtype = _dtype(spec.type)
-        if np.issubdtype(dtype, np.floating):
-            batch[spec.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            batch[spec.name] = np.ones(shape, dtype)
-        else:
-            batch[spec.name] = rng.integers(0, 100, shape).astype(dtype)
-    return batch
+def _check_runs(path: Path, feed, data) -> None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4      # the error comes back as one line, not ORT's log
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session.run(None, dict(feed))
+    except Exception as err:   # noqa: BLE001 - ORT's errors for wrong shapes or values
+        line = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        where = f"--data {data}" if data is not None else "the synthetic inputs"
+        raise WorkloadError(f"{path.name} does not run on {where}: {line}") from None
 
 
-def _dtype(ort_type: str):
-    names = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
-             "tensor(double)": np.float64, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
-             "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
-    if ort_type not in names:
-        raise WorkloadError(f"unsupported input type {ort_type}")
-    return names[ort_type]
+def _weight_count(model: onnx.ModelProto) -> int:
+    from math import prod
 
+    from ..compression.onnx_graph import weights
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    if not np.all(np.isfinite(a)):
-        return 0.0
-    denom = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / denom) if denom > 0 else float(np.allclose(a, b))
+    return sum(prod(shape) for _, shape in weights(model).values())
