@@ -1,9 +1,7 @@
 """Workloads: built-ins by name, ONNX files by path, user code as ``module:function``."""
 from __future__ import annotations
 
-import importlib
 import re
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -45,14 +43,9 @@ def load_workload(spec: str, data: str | None = None, input_shapes: Sequence[str
 
 
 def _load_callable(spec: str) -> Workload:
-    module_name, _, func_name = spec.partition(":")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        factory = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as err:
-        raise WorkloadError(f"cannot load workload {spec!r}: {err}") from None
-    workload = factory()
+    from .user_code import import_attribute
+
+    workload = import_attribute(spec, "workload")()
     if not isinstance(workload, Workload):
         raise WorkloadError(f"{spec} returned {type(workload).__name__}, expected autocompress.Workload")
     return workload

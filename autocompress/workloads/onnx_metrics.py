@@ -10,11 +10,8 @@
 """
 from __future__ import annotations
 
-import importlib
 import re
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -100,14 +97,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def _load_metric(spec: str) -> Callable:
     from .onnx_file import WorkloadError
+    from .user_code import import_attribute
 
-    module_name, _, func_name = spec.partition(":")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        function = getattr(importlib.import_module(module_name), func_name)
-    except Exception as err:   # noqa: BLE001 - user code raises anything on import
-        raise WorkloadError(f"cannot load --metric {spec!r}: {type(err).__name__}: {err}") from None
+    function = import_attribute(spec, "--metric")
     if not callable(function):
         raise WorkloadError(f"--metric {spec!r} is a {type(function).__name__}, not a function")
     return function
