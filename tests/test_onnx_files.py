@@ -252,3 +252,22 @@ def test_a_plan_already_measured_is_answered_not_counted(tmp_path):
         first = trials[t.user_attrs["duplicate_of"]]
         assert t.user_attrs["plan_digest"] == first.user_attrs["plan_digest"]
         assert t.user_attrs["metrics"] == first.user_attrs["metrics"]
+
+
+def test_entropy_histograms_stay_within_their_bins():
+    """ORT widens a histogram at its bin width when a later batch reaches further; the
+    entropy search then runs over every bin (525 s for one silero-vad trial)."""
+    from autocompress.compression.calibration import cap_bins
+
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.standard_normal(1000), 50 * rng.standard_normal(10)])
+    edges = np.linspace(-60.0, 60.0, 6001)
+    hist, _ = np.histogram(data, edges)
+    histograms = {"t": (hist, edges, float(data.min()), float(data.max()), 60.0)}
+    cap_bins(histograms, 512)
+    capped, capped_edges, _, _, threshold = histograms["t"]
+    assert len(capped) <= 512 and len(capped_edges) == len(capped) + 1
+    assert capped.sum() == hist.sum() and threshold >= 60.0
+    assert capped_edges[0] == -threshold and capped_edges[-1] == threshold
+    centre = np.argmax(capped)
+    assert abs((capped_edges[centre] + capped_edges[centre + 1]) / 2) < 1.0   # still around 0
