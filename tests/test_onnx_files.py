@@ -271,3 +271,23 @@ def test_entropy_histograms_stay_within_their_bins():
     assert capped_edges[0] == -threshold and capped_edges[-1] == threshold
     centre = np.argmax(capped)
     assert abs((capped_edges[centre] + capped_edges[centre + 1]) / 2) < 1.0   # still around 0
+
+
+def test_a_compressed_branch_model_with_a_scalar_input_compiles_with_tvm(tmp_path):
+    """The stored artifact stays a model TVM compiles (If branches reading hoisted weights,
+    a 0-d ``sr`` input) and its host library agrees with ONNX Runtime on the real inputs."""
+    from autocompress.backends import tvm_check, tvm_compile
+    from autocompress.device_profiles import resolve_target
+
+    path = foreign_models.branch_model(tmp_path / "branches.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", audio=rng.standard_normal((6, 1, 1, 400)).astype(np.float32),
+             sr=np.array(16000, np.int64))
+    workload = load_workload(str(path), data=str(tmp_path / "data.npz"))
+    art = apply_plan(uniform(workload, quant="w8"), workload, tmp_path / "w8.onnx")
+    shapes = {n: workload.example[n].shape for n in workload.input_names}
+    assert shapes["sr"] == ()
+    library = tvm_compile.compile_onnx(art.path, shapes, resolve_target("host"))
+    agreement = tvm_check.compare(library.path, art.path, workload.evaluation,
+                                  workload.input_names, shapes)
+    assert agreement.inputs == len(workload.evaluation) and agreement.ok and agreement.exact < 1e-4

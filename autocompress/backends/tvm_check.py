@@ -61,7 +61,7 @@ def compare(library: Path | str, onnx_path: Path | str, batches: Sequence[Mappin
     worst = {"exact": 0.0, "optimized": 0.0}
     count = 0
     for feed in feeds(batches, input_names, shapes):
-        got = _to_numpy(vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(feed[n]))
+        got = _to_numpy(vm["main"](*[tvm.runtime.tensor(np.require(feed[n], requirements="C"))
                                      for n in input_names]))
         for key, session in (("exact", plain), ("optimized", optimized)):
             worst[key] = max(worst[key], _difference(got, session.run(None, feed)))
@@ -77,9 +77,11 @@ def feeds(batches: Sequence[Mapping], input_names: Sequence[str],
     the same padded input, so the comparison stays exact."""
     for batch in batches:
         feed = {n: np.asarray(batch[n]) for n in input_names}
-        rows = len(feed[input_names[0]])
-        if all(shapes[n][0] == 1 for n in input_names) and rows > 1:
-            parts = [{n: feed[n][i:i + 1] for n in input_names} for i in range(rows)]
+        batched = [n for n in input_names if len(shapes[n]) > 0]   # scalars (a sample rate) stay whole
+        rows = len(feed[batched[0]]) if batched else 1
+        if batched and all(shapes[n][0] == 1 for n in batched) and rows > 1:
+            parts = [{n: feed[n][i:i + 1] if n in batched else feed[n] for n in input_names}
+                     for i in range(rows)]
         else:
             parts = [feed]
         for part in parts:

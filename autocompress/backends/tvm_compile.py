@@ -231,7 +231,7 @@ def run_local(path: Path | str, inputs: Mapping[str, np.ndarray], input_names) -
     import tvm
 
     vm = load_local(path)
-    args = [tvm.runtime.tensor(np.ascontiguousarray(inputs[n])) for n in input_names]
+    args = [tvm.runtime.tensor(np.require(inputs[n], requirements="C")) for n in input_names]
     return _to_numpy(vm["main"](*args))
 
 

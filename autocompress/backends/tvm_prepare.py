@@ -40,8 +40,9 @@ def fold_shapes(model, input_shapes: Mapping[str, tuple]):
     import onnxslim
 
     graph_inputs = {i.name for i in model.graph.input}
-    shapes = [f"{name}:{','.join(str(int(d)) for d in shape)}"
-              for name, shape in input_shapes.items() if name in graph_inputs]
+    shapes = [f"{name}:{','.join(str(int(d)) for d in shape)}"   # scalars: already static,
+              for name, shape in input_shapes.items()            # and onnxslim cannot parse ""
+              if name in graph_inputs and len(shape) > 0]
     # Fusions (MatMul+Add -> Gemm, Gelu) are plain ONNX ops TVM converts; kept.
     return onnxslim.slim(model, input_shapes=shapes or None)
 

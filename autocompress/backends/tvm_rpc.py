@@ -124,7 +124,7 @@ class RpcDevice:
         module = remote.load_module(library.name)
         device = remote.cuda(0) if device_kind == "cuda" else remote.cpu(0)
         vm = relax.VirtualMachine(module, device)
-        args = [tvm.runtime.tensor(np.ascontiguousarray(inputs[n]), device) for n in input_names]
+        args = [tvm.runtime.tensor(np.require(inputs[n], requirements="C"), device) for n in input_names]
         vm["main"](*args)                      # warm-up (and CUDA's load-time compile)
         timer = vm.time_evaluator("main", device, number=1, repeat=self.repeat)
         start_sensors = _remote_sensors(remote)
