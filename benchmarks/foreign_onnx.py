@@ -157,7 +157,10 @@ def latency_ratio(original: Path, artifact: Path, feed: dict, repeats: int = 400
 
 
 def run_one(path: Path, data: Path, trials: int, work: Path) -> dict:
+    import onnx
+
     from autocompress.workloads import load_workload
+    from autocompress.workloads.onnx_file import weight_count
 
     run_dir = work / f"run-{path.stem}"
     cmd = [sys.executable, "-m", "autocompress.cli", "search", "--model", str(path), "--data", str(data),
@@ -174,7 +177,7 @@ def run_one(path: Path, data: Path, trials: int, work: Path) -> dict:
     workload = load_workload(str(path), data=str(data))
     front = doc["front"]
     row.update({
-        "weights_found": int(doc["workload"]["description"].rsplit("; ", 1)[1].split()[0]),
+        "weights_found": weight_count(onnx.load(str(workload.onnx_path))),
         "knobs": doc["workload"]["n_knobs"], "metric": front[0]["quality_metric"] if front else None,
         "techniques_path": "ONNX (weight techniques)", "preparation": doc["workload"].get("preparation"),
         "n_eval": len(workload.evaluation),

@@ -165,9 +165,9 @@ def test_data_is_split_into_disjoint_calibration_and_evaluation(tmp_path):
 
 def test_metric_is_chosen_from_the_output_shape_or_named(tmp_path, monkeypatch):
     path = foreign_models.constant_mlp(tmp_path / "mlp.onnx")
-    assert load_workload(str(path)).score.__call__  # classifier-shaped: top-1 by default
-    outputs = run_batches(make_session(path), load_workload(str(path)).evaluation)
-    assert load_workload(str(path)).score(outputs).metric == "top1_agreement"
+    workload = load_workload(str(path))
+    outputs = run_batches(make_session(path), workload.evaluation)
+    assert workload.score(outputs).metric == "top1_agreement"   # classifier-shaped: the default
     assert load_workload(str(path), metric="cosine").score(outputs).metric == "output_cosine"
     (tmp_path / "my_metric.py").write_text(
         "import numpy as np\n"

@@ -6,6 +6,7 @@ what is not offered comes back as a :class:`~.knobs.Skip` naming the layer and w
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from math import prod
 from typing import Mapping, Sequence
 
@@ -106,10 +107,7 @@ def onnx_weight_knobs(weights: Mapping[str, tuple[str, tuple]]) -> tuple[list, l
         k, s = layer_weight_knobs(name, kind if kind in ("matmul", "conv", "gather") else "conv",
                                   shape)
         if kind in WEIGHT_ONLY:
-            quant = k[0]
-            k[0] = type(quant)(quant.unit, quant.name,
-                               tuple(c for c in quant.choices if c not in INT8_KERNELS),
-                               quant.technique)
+            k[0] = replace(k[0], choices=tuple(c for c in k[0].choices if c not in INT8_KERNELS))
             s.append(Skip(name, "int8 kernels (w8a8)", f"{kind} weight: stored weight-only "
                           "(ONNX Runtime's int8 quantizers rewrite main-graph MatMul/Conv only)"))
         knobs += k

@@ -1,12 +1,12 @@
 """Workloads: built-ins by name, ONNX files by path, user code as ``module:function``."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
 from .base import Batch, Outputs, Quality, Workload
 from .onnx_file import WorkloadError, load_onnx_workload
+from .user_code import names_code
 
 BUILTINS = ("minilm", "digits-cnn")
 DEFAULT = "minilm"
@@ -19,11 +19,10 @@ def load_workload(spec: str, data: str | None = None, input_shapes: Sequence[str
                   metric: str | None = None) -> Workload:
     """``minilm`` | ``digits-cnn`` | ``path/to/model.onnx`` | ``package.module:function``.
     ``data``, ``input_shapes`` and ``metric`` apply to ONNX files (onnx_file.py)."""
-    onnx_file = not (spec in BUILTINS or (re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec)
-                                          and not Path(spec).exists()))
+    code = names_code(spec)
     given = [flag for flag, value in (("--data", data), ("--input-shape", input_shapes),
                                       ("--metric", metric)) if value]
-    if given and not onnx_file:
+    if given and (spec in BUILTINS or code):
         raise WorkloadError(f"{', '.join(given)}: for ONNX files only ({spec!r} is a "
                             "workload with its own data and metric)")
     if spec == "minilm":
@@ -34,7 +33,7 @@ def load_workload(spec: str, data: str | None = None, input_shapes: Sequence[str
         from .digits_cnn import make_digits_workload
 
         return make_digits_workload()
-    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec) and not Path(spec).exists():
+    if code:
         return _load_callable(spec)
     if spec.endswith(".onnx") or Path(spec).suffix or Path(spec).exists():
         return load_onnx_workload(spec, data, input_shapes, metric)

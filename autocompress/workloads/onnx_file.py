@@ -40,7 +40,7 @@ def load_onnx_workload(path: str | Path, data: str | Path | None = None,
     path = Path(path)
     if not path.is_file():
         raise WorkloadError(f"model file not found: {path}")
-    original = _load(path)
+    session = _open(path)
     try:
         prepared, notes = prepared_path(path)
         model = onnx.load(str(prepared))
@@ -60,17 +60,16 @@ def load_onnx_workload(path: str | Path, data: str | Path | None = None,
     except InputError as err:
         raise WorkloadError(str(err)) from None
     _check_runs(path, calibration[0], data)
-    differs = same_outputs(path, prepared, calibration[:2])
+    differs = same_outputs(session, prepared, calibration[:2])
     if differs:
         raise WorkloadError(f"{path.name}: the prepared copy of the model does not compute what "
                             f"the original does ({differs}); please report this file")
-    from ..backends.ort_runner import make_session, run_batches
+    from ..backends.ort_runner import run_batches
 
-    session = make_session(path)
     reference = run_batches(session, evaluation)
     output_names = tuple(o.name for o in session.get_outputs())
     scorer = onnx_metrics.choose(metric, output_names, reference)
-    weights_found = _weight_count(model)
+    weights_found = weight_count(model)
     return Workload(
         name=path.stem, input_names=tuple(s.name for s in specs), output_names=output_names,
         example=calibration[0], calibration=calibration, evaluation=evaluation,
@@ -81,17 +80,16 @@ def load_onnx_workload(path: str | Path, data: str | Path | None = None,
         techniques_path=TECHNIQUES_PATH)
 
 
-def _load(path: Path) -> onnx.ModelProto:
+def _open(path: Path):
+    """An ONNX Runtime session of the user's file, checked first; one line if it cannot be."""
     try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(onnx.load(str(path)))
         from ..backends.ort_runner import make_session
 
-        make_session(path)
+        return make_session(path)
     except Exception as err:   # corrupt protobuf, invalid graph, unsupported op
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WorkloadError(f"cannot load ONNX model {path}: {first_line}") from None
-    return model
 
 
 def _check_runs(path: Path, feed, data) -> None:
@@ -108,7 +106,8 @@ def _check_runs(path: Path, feed, data) -> None:
         raise WorkloadError(f"{path.name} does not run on {where}: {line}") from None
 
 
-def _weight_count(model: onnx.ModelProto) -> int:
+def weight_count(model: onnx.ModelProto) -> int:
+    """Weights of ``model`` a technique can reach (compression/onnx_graph.weights)."""
     from math import prod
 
     from ..compression.onnx_graph import weights

@@ -10,13 +10,13 @@
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from .base import Quality
+from .user_code import SPEC
 
 BUILTIN = ("cosine", "top1")
 MIN_CLASSES = 2
@@ -44,7 +44,7 @@ def choose(metric: str | None, output_names: Sequence[str], reference: Sequence)
                                 f"this model's is {list(shape)}")
         return Scorer(lambda outputs: top1_quality(outputs, reference),
                       f"top-1 agreement with the original's {output_names[0]!r}")
-    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", metric):
+    if SPEC.fullmatch(metric):
         function = _load_metric(metric)
         return Scorer(lambda outputs: user_quality(function, metric, output_names, outputs, reference),
                       f"{metric} against the original's outputs")

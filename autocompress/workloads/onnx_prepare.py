@@ -213,11 +213,12 @@ def _rename_reads(graph: onnx.GraphProto, renames: dict[str, str]) -> None:
             graph.node.append(onnx.helper.make_node("Identity", [renames[output.name]], [output.name]))
 
 
-def same_outputs(original: Path, prepared: Path, feeds, rtol: float = 1e-3, atol: float = 1e-4) -> str | None:
-    """None when both files give the same outputs on ``feeds``; else what differs, in words."""
+def same_outputs(original, prepared: Path, feeds, rtol: float = 1e-3, atol: float = 1e-4) -> str | None:
+    """None when the original's session and the prepared file give the same outputs on
+    ``feeds``; else what differs, in words."""
     from ..backends.ort_runner import make_session, run_batches
 
-    a = run_batches(make_session(original), feeds)
+    a = run_batches(original, feeds)
     b = run_batches(make_session(prepared), feeds)
     for feed_a, feed_b in zip(a, b):
         for k, (x, y) in enumerate(zip(feed_a, feed_b)):

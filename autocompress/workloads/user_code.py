@@ -3,8 +3,17 @@ the current folder or ``sys.path``: the user asked for it to run."""
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
+
+SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+"""``package.module:name``."""
+
+
+def names_code(spec: str) -> bool:
+    """``spec`` reads as ``package.module:name`` and is not a file that happens to look so."""
+    return bool(SPEC.fullmatch(spec)) and not Path(spec).exists()
 
 
 def import_attribute(spec: str, what: str):
