@@ -32,7 +32,7 @@ from .search.queue import drain
 from .search.study import (DUPLICATE_ATTR, create_study, finished_count, mark_interrupted,
                            open_study, run_trials)
 from .workloads import Workload, WorkloadError, load_workload
-from . import budget_plans, finalize, verdict, workers
+from . import budget_plans, finalize, supervisor, verdict, workers
 
 
 class RunError(ValueError):
@@ -321,6 +321,7 @@ def _run(config, run_dir, profile, workload, progress) -> SearchResult:
     if directed.problem is not None and budget_plans.PROBLEM_ATTR not in study.user_attrs:
         study.set_user_attr(budget_plans.PROBLEM_ATTR, directed.problem.to_dict())
         study.set_user_attr(budget_plans.SEEDS_ATTR, directed.record)
+    supervisor.tell(storage=config.storage, study=config.study, run_dir=str(run_dir))
     mark_interrupted(study)
     workers.publish(study, config, profile)
     callbacks = [failure_log(run_dir), *([progress] if progress else [])]

@@ -98,8 +98,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    argv = sys.argv[1:] if argv is None else argv
+    command_line, argv = argv is None, sys.argv[1:] if argv is None else argv
     args = _build_parser().parse_args(argv)
+    from . import supervisor
+
+    if command_line and supervisor.wanted(args.command):
+        return supervisor.run(argv)   # the work runs in a child this process watches
+    if supervisor.adopt():
+        from .workers import end_with_parent
+
+        end_with_parent(supervisor.supervised())
     console = Console()
     try:
         if args.command == "targets":

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from . import supervisor
 from .backends.ort_runner import TimingConfig
 from .search.queue import wait_finished
 from .search.storage import JOURNAL, StorageError, load_study, redact
@@ -170,6 +171,7 @@ def join(storage: str, study_name: str, threads: int | None = None, seed: int | 
     if os.environ.get(PARENT_ENV):
         end_with_parent(int(os.environ[PARENT_ENV]))
     study = load_study(storage, study_name)
+    supervisor.tell(storage=storage, study=study_name)
     attrs = study.user_attrs
     if CONFIG_ATTR not in attrs:
         raise StorageError(f"study {study_name!r} in {redact(storage)} was not created by "

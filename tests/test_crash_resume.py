@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from autocompress import api
 from autocompress.cli import main
 from autocompress.search import storage as st
+from tests.processes import descendants, state, stopped_below
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tests.tiny_workload:make_workload"
@@ -31,15 +32,6 @@ DEADLINE_S = 120
 def _env(**extra) -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", AUTOCOMPRESS_THREADS="1",
                 **extra)
-
-
-def _state(pid: int) -> str | None:
-    """The process's state letter (R, S, T = stopped, Z = zombie), None once it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2]
 
 
 def _until(condition, what: str, timeout: float = DEADLINE_S):
@@ -58,11 +50,13 @@ def _kill_at(point: str, run: Path, log: Path) -> None:
         proc = subprocess.Popen(CLI + ["search", *ARGS, "--out", str(run)], cwd=ROOT,
                                 env=_env(AUTOCOMPRESS_STOP_AT=point), stdout=out,
                                 stderr=subprocess.STDOUT)
-    try:
-        _until(lambda: _state(proc.pid) == "T" or proc.poll() is not None, f"stop at {point}")
+    try:   # the command's process supervises the search: the search stops, the user kills
+        search = _until(lambda: stopped_below(proc.pid) or proc.poll() is not None,
+                        f"stop at {point}")
         assert proc.poll() is None, log.read_text()[-3000:]
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL
+        _until(lambda: state(search) in (None, "Z"), "the search to end with its command", 10)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -111,19 +105,6 @@ def test_a_kill_inside_queue_creation_or_trial_0_changes_nothing(point, tmp_path
     assert _outcome(document) == _outcome(ref)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rfind(")") + 2:].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def test_local_workers_end_with_their_killed_search_and_resume_finishes(tmp_path):
     run, n_trials = tmp_path / "run", 8
     with open(tmp_path / "search.log", "wb") as out:
@@ -133,23 +114,25 @@ def test_local_workers_end_with_their_killed_search_and_resume_finishes(tmp_path
             cwd=ROOT, env=_env(AUTOCOMPRESS_STOP_AT="trial-0"), stdout=out,
             stderr=subprocess.STDOUT)   # the search stops in trial 0: its worker takes the rest
     try:
-        worker = _until(lambda: next(iter(_children(search.pid)), None), "the local worker")
         url = st.journal_url(run / "study.journal")
 
-        def worker_running():
+        def worker_running():   # a process under the search's own one holds a trial
             try:
                 study = st.load_study(url, "autocompress")
             except (st.StorageError, KeyError, ValueError):
                 return False
-            return any(t.user_attrs.get("worker", {}).get("pid") == worker
+            below = descendants(search.pid)
+            return any(t.user_attrs.get("worker", {}).get("pid") in below[1:]
                        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         _until(worker_running, "the worker to hold a trial")
+        tree = descendants(search.pid)   # search, worker supervisor, worker
+        assert len(tree) == 3, tree
         os.kill(search.pid, signal.SIGKILL)
         search.wait()
-        _until(lambda: _state(worker) in (None, "Z"), "the orphaned worker to end", 10)
+        _until(lambda: all(state(p) in (None, "Z") for p in tree), "the orphans to end", 10)
     finally:
-        for pid in [search.pid, *_children(search.pid)]:
-            if _state(pid) not in (None, "Z"):
+        for pid in [search.pid, *descendants(search.pid)]:
+            if state(pid) not in (None, "Z"):
                 os.kill(pid, signal.SIGKILL)
         search.wait()
     assert not (run / "pareto.json").exists()
@@ -163,6 +146,51 @@ def test_local_workers_end_with_their_killed_search_and_resume_finishes(tmp_path
     for p in [document["baseline"], *document["front"]]:   # issue 16: never 0 as measured
         assert p["provenance"]["peak_ram_bytes"]["kind"] == "measured"
         assert p["peak_ram_bytes"] > 100_000
+
+
+def test_kills_of_the_search_never_fail_the_trial_they_interrupt(tmp_path, undisturbed):
+    """Killed inside trial 1 as often as an unsupervised process may be interrupted: the
+    trial is still run again, never failed (it did not crash its process)."""
+    run, log = tmp_path / "run", tmp_path / "search.log"
+    _kill_at("trial-1", run, log)
+    for _ in range(st.MAX_INTERRUPTIONS - 1):
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(CLI + ["search", "--resume", str(run)], cwd=ROOT,
+                                    env=_env(AUTOCOMPRESS_STOP_AT="trial-1"), stdout=out,
+                                    stderr=subprocess.STDOUT)
+        try:
+            _until(lambda: stopped_below(proc.pid) or proc.poll() is not None, "trial 1 again")
+            assert proc.poll() is None, log.read_text()[-3000:]
+        finally:
+            proc.kill()
+            proc.wait()
+    document = api.resume(run).document
+    trials = _study(run).get_trials(deepcopy=False)
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(trials[1].user_attrs[st.INTERRUPTIONS_ATTR]) == st.MAX_INTERRUPTIONS
+    assert st.CRASHES_ATTR not in trials[1].user_attrs
+    assert _outcome(document) == _outcome(undisturbed[1])
+
+
+def test_a_candidate_that_crashes_its_process_fails_alone_and_the_search_goes_on(tmp_path):
+    """A real segfault inside trial 2, every time it runs: the command records it, reruns
+    the trial once, then fails it; one line per crash; every other trial finishes."""
+    run = tmp_path / "run"
+    done = subprocess.run(CLI + ["search", *ARGS, "--out", str(run)], cwd=ROOT,
+                          env=_env(AUTOCOMPRESS_CRASH_AT="trial-2"), capture_output=True,
+                          text=True, timeout=DEADLINE_S * 3)
+    assert done.returncode == 0, done.stderr[-3000:]
+    crashes = [line for line in done.stderr.splitlines() if "crashed its process" in line]
+    assert crashes == [f"autocompress: trial 2 crashed its process (SIGSEGV, crash {k}); the "
+                       "search goes on" for k in (1, 2)], done.stderr[-3000:]
+    trials = _study(run).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] + \
+        [TrialState.COMPLETE] * 3
+    assert trials[2].user_attrs[st.CRASHES_ATTR] == ["SIGSEGV"] * st.MAX_CRASHES
+    assert trials[2].user_attrs["fail_reason"] == (
+        "the candidate crashed its process 2 times (SIGSEGV, SIGSEGV): not run again")
+    document = json.loads((run / "pareto.json").read_text())
+    assert document["study"]["n_failed"] == 1 and len(document["front"]) >= 2
 
 
 @pytest.fixture

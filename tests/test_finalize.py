@@ -14,7 +14,7 @@ import pytest
 
 from autocompress import finalize, verdict
 from autocompress.backends.ort_runner import make_session, run_batches
-from tests.test_crash_resume import _state
+from tests.processes import stopped_below
 from tests.tiny_workload import make_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,9 +46,9 @@ def finished(tmp_path_factory):
                                 env=_env(AUTOCOMPRESS_STOP_AT="finalize-final"))
     try:
         end = time.time() + 300
-        while _state(proc.pid) != "T" and proc.poll() is None and time.time() < end:
-            time.sleep(0.05)
-        assert proc.poll() is None and _state(proc.pid) == "T", log.read_text()[-3000:]
+        while not stopped_below(proc.pid) and proc.poll() is None and time.time() < end:
+            time.sleep(0.05)   # the search (the command's supervised child) stops there
+        assert proc.poll() is None and stopped_below(proc.pid), log.read_text()[-3000:]
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL
     finally:

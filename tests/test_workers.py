@@ -62,7 +62,8 @@ def cache(tmp_path_factory) -> Path:
 
 def _start(args, tmp_path, name, cache: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1",
-               AUTOCOMPRESS_CACHE=str(cache), AUTOCOMPRESS_HEARTBEAT_GRACE_S=str(GRACE_S))
+               AUTOCOMPRESS_CACHE=str(cache), AUTOCOMPRESS_HEARTBEAT_GRACE_S=str(GRACE_S),
+               AUTOCOMPRESS_UNSUPERVISED="1")   # the pids signalled here do the work
     with open(tmp_path / f"{name}.log", "wb") as out:
         return subprocess.Popen(CLI + args, cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)

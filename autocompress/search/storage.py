@@ -13,9 +13,13 @@ server's clock for RDB storages, this machine's for the local journal file; long
 
 A stale trial goes back to the queue (WAITING, its sampled parameters kept, the reason
 appended to its ``interruptions`` user attr), so a kill never costs an anchor, a seed or
-the baseline, and the rerun samples nothing new. Only a trial interrupted
-``MAX_INTERRUPTIONS`` times (a candidate that keeps killing its process, e.g. out of
-memory) is failed, by Optuna's ``fail_stale_trials``, with the reason in ``fail_reason``.
+the baseline, and the rerun samples nothing new, however often the search is killed. A
+candidate that kills its own process is told apart by the process's supervising parent
+(autocompress/supervisor.py), which appends the signal to the trial's ``crashes`` user
+attr: a trial with ``MAX_CRASHES`` crashes is failed, by Optuna's ``fail_stale_trials``,
+with the reason in ``fail_reason``. A process nobody supervised (``api.search`` called
+from Python) leaves no such evidence; its trial is failed at its ``MAX_INTERRUPTIONS``th
+interruption instead.
 
 The journal file is locked with ``flock`` (:class:`FlockLock`), which the kernel releases
 when its holder dies: a killed process leaves neither a stale lock nor a ``.rename`` link.
@@ -39,13 +43,17 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.trial import FrozenTrial, TrialState
 
+from ..supervisor import supervised
+
 JOURNAL = "journal:///"
 HEARTBEAT_S = 5
 GRACE_S = int(os.environ.get("AUTOCOMPRESS_HEARTBEAT_GRACE_S", 30))   # every process: same value
 WORKER_ATTR = "autocompress:worker"          # trial system attr: who runs it
 BEAT_ATTR = "autocompress:heartbeat"         # journal only: unix time of the last beat
 INTERRUPTIONS_ATTR = "interruptions"         # trial user attr: why earlier attempts stopped
-MAX_INTERRUPTIONS = 4                        # the 4th interruption of one trial fails it
+CRASHES_ATTR = "crashes"                     # trial user attr: signals it crashed its process with
+MAX_CRASHES = 2                              # the 2nd crash of one trial fails it
+MAX_INTERRUPTIONS = 4                        # unsupervised processes: the 4th interruption fails it
 
 
 class StorageError(ValueError):
@@ -54,6 +62,15 @@ class StorageError(ValueError):
 
 def journal_url(path: Path | str) -> str:
     return f"{JOURNAL}{Path(path).resolve()}"
+
+
+def record_crash(url: str, study_name: str, number: int, signal_name: str) -> int:
+    """The supervisor's record that trial ``number`` crashed its process; the crash count."""
+    study = load_study(url, study_name)
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    crashes = [*trial.user_attrs.get(CRASHES_ATTR, []), signal_name]
+    study._storage.set_trial_user_attr(trial._trial_id, CRASHES_ATTR, crashes)
+    return len(crashes)
 
 
 def redact(url: str) -> str:
@@ -121,8 +138,9 @@ def fail_stale(study: optuna.Study) -> int:
         warnings.simplefilter("ignore", ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     after = [study._storage.get_trial(i) for i in running]
-    return sum(t.state == TrialState.WAITING or (t.state == TrialState.FAIL and
-               t.user_attrs.get("fail_reason", "").startswith("interrupted")) for t in after)
+    return sum(t.state == TrialState.WAITING or (t.state == TrialState.FAIL and (
+        t.user_attrs.get("fail_reason", "").startswith("interrupted")
+        or CRASHES_ATTR in t.user_attrs)) for t in after)
 
 
 def announce(storage, trial_id: int) -> None:
@@ -204,7 +222,8 @@ class _Liveness:
         announced = self.__dict__.setdefault("_announced", set())
         if force or trial_id not in announced:
             self.set_trial_system_attr(trial_id, WORKER_ATTR, {
-                "machine": MACHINE, "host": socket.gethostname(), "pid": os.getpid()})
+                "machine": MACHINE, "host": socket.gethostname(), "pid": os.getpid(),
+                "supervised": bool(supervised())})
             announced.add(trial_id)
 
     def _to_fail(self, trial: FrozenTrial, reason: str | None) -> bool:
@@ -213,9 +232,16 @@ class _Liveness:
         if reason is None:
             return False
         past = list(trial.user_attrs.get(INTERRUPTIONS_ATTR, []))
+        crashes = list(trial.user_attrs.get(CRASHES_ATTR, []))
+        who = trial.system_attrs.get(WORKER_ATTR) or {}
         try:
             self.set_trial_user_attr(trial._trial_id, INTERRUPTIONS_ATTR, [*past, reason])
-            if len(past) + 1 >= MAX_INTERRUPTIONS:
+            if len(crashes) >= MAX_CRASHES:
+                self.set_trial_user_attr(trial._trial_id, "fail_reason", (
+                    f"the candidate crashed its process {len(crashes)} times "
+                    f"({', '.join(crashes)}): not run again"))
+                return True
+            if not who.get("supervised") and len(past) + 1 >= MAX_INTERRUPTIONS:
                 self.set_trial_user_attr(trial._trial_id, "fail_reason",
                                          f"{reason} ({len(past) + 1} times: not run again)")
                 return True

@@ -23,7 +23,8 @@ import optuna
 from optuna.trial import TrialState
 
 from ..compression.knobs import Knob
-from ..crash_hook import stop_at
+from ..crash_hook import crash_at, stop_at
+from ..supervisor import tell
 from .fidelity import PROXY_QUALITY, promising
 from .objectives import OBJECTIVES, Budget
 from .queue import fill as fill_queue
@@ -197,6 +198,8 @@ def run_trials(study: optuna.Study, knobs: Sequence[Knob], evaluate: Callable, b
         trial.set_user_attr("plan", plan.to_dict())
         trial.set_user_attr("plan_digest", plan.digest())
         stop_at(f"trial-{trial.number}")
+        tell(trial=trial.number)   # a crash from here on is this trial's (supervisor.py)
+        crash_at(f"trial-{trial.number}")
         try:
             first, metrics = cache.get(plan.digest(), (None, None))
             if metrics is None:
@@ -212,6 +215,8 @@ def run_trials(study: optuna.Study, knobs: Sequence[Knob], evaluate: Callable, b
             trial.set_user_attr("fail_reason", reason)
             trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
             raise
+        finally:
+            tell(trial=None)
         trial.set_user_attr("metrics", metrics.to_dict())
         for name, value in budget.violations(metrics).items():
             trial.set_constraint(name, value)
