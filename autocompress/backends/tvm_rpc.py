@@ -183,13 +183,22 @@ def _summarise(samples: list, before, start, after, runtime: str) -> DeviceMeasu
 
 
 def start_server(tracker: str | None, key: str, host: str = LOOPBACK, port: int = 9090,
-                 port_end: int = 9199):
-    """TVM's RPC server with our sensor function, registered with a tracker under ``key``."""
+                 port_end: int | None = None):
+    """TVM's RPC server with our sensor function, registered with a tracker under ``key``.
+    It takes the first free port in [port, port_end) (default: the 100 ports from ``port``)."""
     from tvm.rpc.server import Server
 
     tracker_addr = parse_tracker(tracker) if tracker else None
-    return Server(host=host, port=port, port_end=port_end, tracker_addr=tracker_addr, key=key,
-                  silent=True, server_init_callback=sensors.register_remote_functions)
+    port_end = port + 100 if port_end is None else port_end
+    try:
+        return Server(host=host, port=port, port_end=port_end, tracker_addr=tracker_addr,
+                      key=key, silent=True,
+                      server_init_callback=sensors.register_remote_functions)
+    except ValueError as err:   # TVM's text is a whole traceback from its worker process
+        if "cannot bind" not in str(err):
+            raise
+        raise RpcError(f"the RPC server cannot listen on {host}: no free port in "
+                       f"[{port}, {port_end})") from None
 
 
 @contextlib.contextmanager
