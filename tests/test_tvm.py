@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 from autocompress import api
-from autocompress.backends import tvm_compile, tvm_rpc, tvm_tuning
+from autocompress.backends import tvm_compile, tvm_rpc
 from autocompress.compression.apply import apply_plan
 from autocompress.compression.plan import Plan
 from autocompress.device_profiles import resolve_target
@@ -58,19 +58,34 @@ def test_raspberry_pi_library_is_an_aarch64_elf(digits, cache, target):
 
 
 def test_jetson_nano_gets_cuda_kernels_for_sm_53_and_an_aarch64_host(digits, cache):
+    """TVM's CUDA C is compiled here by NVRTC 11.8 (cuda_compile): the library packs a cubin,
+    SASS for sm_53 by its ELF header, with code for every kernel the host part launches, and
+    no CUDA C left for the board to compile."""
+    from autocompress.backends import cuda_compile, tvm_blob
+
     _, fp32, shapes = digits
     profile = resolve_target("jetson-nano")
     target = tvm_compile.resolve_target(profile)
     assert target.kind == "cuda"
     assert str(target.target.attrs["arch"]) == "sm_53"
-    mod = tvm_compile.import_onnx(fp32, shapes)
-    executable = tvm_tuning.build(mod, target, {})
-    source = tvm_compile.cuda_source(executable.mod)
-    assert source.count("__global__") >= 10          # one kernel per fused operator
-    assert "blockIdx.x" in source and "threadIdx.x" in source
     library = tvm_compile.compile_onnx(fp32, shapes, profile)
     assert tvm_compile.elf_machine(library.path) == "aarch64"
-    assert b"__global__" in library.path.read_bytes()   # the kernels travel inside the .so
+    cuda = tvm_blob.cuda_module(tvm_blob.library_blob(library.path))   # what TVM's loader reads
+    assert cuda.fmt == "cubin" and cuda_compile.cubin_arch(cuda.code) == "sm_53"
+    assert len(cuda.kernels) >= 10                          # one kernel per fused operator
+    assert all(f".text.{name}\0".encode() in cuda.code for name in cuda.kernels)
+    assert b"__global__" not in library.path.read_bytes()
+
+
+def test_a_kernel_nvrtc_rejects_is_named_in_one_line():
+    from autocompress.backends import cuda_compile
+
+    source = 'extern "C" __global__ void wait_kernel(unsigned* t) {\n  __nanosleep(t[0]);\n}\n'
+    assert cuda_compile.cubin_arch(cuda_compile.compile_cubin(source, "sm_87")) == "sm_87"
+    with pytest.raises(cuda_compile.CudaCompileError) as err:     # __nanosleep needs sm_70
+        cuda_compile.compile_cubin(source, "sm_53")
+    assert str(err.value) == ('NVRTC 11.8 cannot compile kernel wait_kernel for sm_53: '
+                              'identifier "__nanosleep" is undefined')
 
 
 def test_unparseable_tvm_target_is_a_clear_error():

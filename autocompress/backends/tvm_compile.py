@@ -7,18 +7,33 @@ cross-compiled with the profile's toolchain when the target is not this machine:
 - ``host``: LLVM for this CPU (``-mcpu`` from LLVM's own detection); runs here.
 - Raspberry Pi profiles: LLVM aarch64 code, linked by ``aarch64-linux-gnu-gcc`` into a
   ``.so`` that TVM's runtime on the Pi loads.
-- ``jetson-nano``: CUDA kernels for sm_53 plus an aarch64 host part. TVM 0.27 keeps CUDA
-  kernels as CUDA C inside the library; TVM's runtime on the board compiles them with NVRTC
-  at load time (``tvm_callback_cuda_compile``).
+- ``jetson-nano`` / ``jetson-orin-nano``: CUDA kernels as a cubin for the profile's ``arch``
+  (sm_53 / sm_87), plus an aarch64 host part.
+
+CUDA kernels are compiled here, ahead of time. Without TVM's CUDA runtime (as on this
+machine) ``tvm.compile`` never calls ``tvm_callback_cuda_compile`` (only that runtime does,
+when it creates a CUDA module): its CUDA module keeps the kernels as CUDA C, for the board's
+TVM runtime to compile at load time. We compile that CUDA C with NVRTC 11.8 from PyPI
+(``cuda_compile``; CUDA 13 no longer targets sm_53) into a cubin, check that its ELF
+header names the profile's arch, and pack it in the CUDA C's place as a ``cubin`` module
+(``tvm_blob``, through ``export_library``'s ``fpack_imports``): the board's driver gets SASS,
+no compiler runs there. A kernel NVRTC rejects, or missing NVRTC wheels, is a ``TvmError``
+naming the kernel and the compiler's first error; there is no fallback to CUDA C.
+
+What a board needs (docs/device_profiles.md; read from NVIDIA's documents and TVM's source,
+not tried on a board): a TVM 0.27 runtime built with CUDA, which calls CUDA 12.0 driver API
+(``cuLaunchKernelEx``), so a CUDA 12 driver: Jetson Orin Nano on JetPack 6 (L4T R36).
+The Jetson Nano's last JetPack, 4.6.x (L4T R32.6-R32.7), has a CUDA 10.2 driver and no CUDA
+upgrade package, so an unmodified TVM 0.27 runtime cannot launch kernels there at all.
 
 Before import, ``tvm_prepare`` gives TVM a copy with static input shapes, weight and shape
 subgraphs folded (onnxslim) and two exact rewrites for frontend gaps; an op TVM still cannot
 convert is named, with the target, in one line.
 
-Compiled libraries are cached by (ONNX bytes, input shapes, target, tuning state), so a
-candidate compiled once is not compiled again. Untuned TVM CPU code is slow (about 10x-100x
-behind ONNX Runtime here); ``tvm_tuning`` applies MetaSchedule records when a tuning
-database for the target holds them.
+Compiled libraries are cached by (ONNX bytes, input shapes, target, tuning state; for CUDA
+targets also ``cuda_compile.FORMAT``), so a candidate compiled once is not compiled again.
+Untuned TVM CPU code is slow (about 10x-100x behind ONNX Runtime here); ``tvm_tuning``
+applies MetaSchedule records when a tuning database for the target holds them.
 """
 from __future__ import annotations
 
@@ -28,6 +43,7 @@ import os
 import platform
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -159,7 +175,7 @@ def compile_onnx(onnx_path: Path | str, input_shapes: Mapping[str, tuple], profi
     When ``use_tuning`` and the target's MetaSchedule database has records for this model's
     tasks, they are applied (see ``tvm_tuning``).
     """
-    from . import tvm_tuning
+    from . import cuda_compile, tvm_tuning
 
     target = resolve_target(profile)
     data = Path(onnx_path).read_bytes()
@@ -169,14 +185,16 @@ def compile_onnx(onnx_path: Path | str, input_shapes: Mapping[str, tuple], profi
         tuning = tvm_tuning.lookup(mod, target)
     key = hashlib.sha256(data + json.dumps(
         [sorted((k, list(v)) for k, v in input_shapes.items()), target.key(),
-         tuning.get("digest", "untuned"), PREPARE_VERSION]).encode()).hexdigest()[:20]
+         tuning.get("digest", "untuned"), PREPARE_VERSION]
+        + ([cuda_compile.FORMAT] if target.kind == "cuda" else [])).encode()).hexdigest()[:20]
     cached = cache_dir() / "tvm" / f"{key}.so"
     start = time.perf_counter()
     hit = cached.exists()
     if not hit:
         if mod is None:
             mod = import_onnx(onnx_path, input_shapes, profile.name)
-        executable = tvm_tuning.build(mod, target, tuning)
+        with _kernels_as_cuda_c(target):
+            executable = tvm_tuning.build(mod, target, tuning)
         _export_library(executable, target, cached)
     compiled = CompiledLibrary(cached, target, 0.0 if hit else time.perf_counter() - start,
                                hit, bool(tuning.get("applied")), tuning)
@@ -186,6 +204,26 @@ def compile_onnx(onnx_path: Path | str, input_shapes: Mapping[str, tuple], profi
         shutil.copyfile(cached, out_path)
         compiled.path = out_path
     return compiled
+
+
+@contextmanager
+def _kernels_as_cuda_c(target: TvmTarget):
+    """Where TVM's CUDA runtime loads (a machine with a GPU driver), ``tvm.compile`` would
+    compile the kernels itself with that machine's CUDA; TVM's ``TVM_COMPILE_FORCE_FALLBACK``
+    keeps them as CUDA C for ``cuda_compile``, as on machines without it (untested: no
+    machine here has TVM's CUDA runtime)."""
+    if target.kind != "cuda":
+        yield
+        return
+    before = os.environ.get("TVM_COMPILE_FORCE_FALLBACK")
+    os.environ["TVM_COMPILE_FORCE_FALLBACK"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TVM_COMPILE_FORCE_FALLBACK"]
+        else:
+            os.environ["TVM_COMPILE_FORCE_FALLBACK"] = before
 
 
 def _export_library(executable, target: TvmTarget, path: Path) -> None:
@@ -200,6 +238,8 @@ def _export_library(executable, target: TvmTarget, path: Path) -> None:
             raise TvmError(f"cross compiler {target.cross_compiler!r} not found; install Debian's "
                            f"gcc-aarch64-linux-gnu (scripts/system-packages.sh)")
         kwargs["fcompile"] = cc.cross_compiler(target.cross_compiler)
+    if target.kind == "cuda":
+        kwargs["fpack_imports"] = _cubin_packer(executable, target)
     try:
         executable.export_library(str(tmp), **kwargs)
     except Exception as err:
@@ -207,6 +247,36 @@ def _export_library(executable, target: TvmTarget, path: Path) -> None:
         raise TvmError(f"linking the TVM library for {target.description} failed: "
                        f"{str(err).splitlines()[0]}") from None
     os.replace(tmp, path)
+
+
+def _cubin_packer(executable, target: TvmTarget):
+    """``export_library``'s ``fpack_imports``: TVM's own packing, with the CUDA module's CUDA C
+    replaced by its cubin for the target's arch (compiled now, before linking starts)."""
+    from . import cuda_compile, tvm_blob
+
+    source, arch = cuda_source(executable.mod), str(target.target.attrs["arch"])
+    profile = target.description.split(":")[0]
+    try:
+        cubin = cuda_compile.compile_cubin(source, arch)
+        built = cuda_compile.cubin_arch(cubin)
+    except cuda_compile.CudaCompileError as err:
+        raise TvmError(f"{profile}: {err}") from None
+    if built != arch:
+        raise TvmError(f"{profile}: NVRTC built CUDA kernels for {built}, not {arch}")
+
+    def pack(module, is_system_lib: bool, prefix: str, workspace_dir: str) -> str:
+        import tvm
+
+        blob = tvm.get_global_func("runtime.ModulePackImportsToTensor")(module).numpy().tobytes()
+        blob = tvm_blob.with_compiled_cuda(blob, source, cubin)
+        host = [m for m in module._collect_dso_modules() if m.kind == "llvm"][0]
+        packed = tvm.get_global_func("codegen.codegen_blob")(
+            blob, is_system_lib, host.get_function("_get_target_string")(), prefix)
+        path = os.path.join(workspace_dir, f"{prefix}devc.o")
+        packed.write_to_file(path)
+        return path
+
+    return pack
 
 
 def elf_machine(path: Path | str) -> str:
@@ -242,8 +312,8 @@ def _to_numpy(out) -> list[np.ndarray]:
 
 
 def cuda_source(module) -> str:
-    """The CUDA C of a compiled CUDA target's kernels (what the board's NVRTC compiles), found
-    among the module's imports."""
+    """The CUDA C of a compiled CUDA target's kernels (what ``cuda_compile`` turns into a
+    cubin), found among the module's imports."""
     stack = [module]
     while stack:
         m = stack.pop()
