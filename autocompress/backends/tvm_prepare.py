@@ -49,13 +49,19 @@ def fold_shapes(model, input_shapes: Mapping[str, tuple]):
 
 def fold_weight_subgraphs(model):
     """Evaluate (with ONNX Runtime) the nodes that depend only on initializers and store their
-    results as initializers. The TVM library is therefore larger than the ONNX artifact;
-    ``size_bytes`` stays the ONNX file's."""
-    import onnxruntime as ort
+    results as initializers, in the main graph and inside ``If`` branches and loop bodies
+    (an early exit's ``rest`` branch holds its own INT4 weights). The TVM library is therefore
+    larger than the ONNX artifact; ``size_bytes`` stays the ONNX file's."""
+    _fold_graph(model.graph, {}, model)
+    return model
+
+
+def _fold_graph(graph, outer: dict, model) -> None:
+    """Fold ``graph``'s constant nodes; ``outer``: the enclosing graphs' initializers by name
+    (a branch may read them). Then the same inside every subgraph of the remaining nodes."""
     from onnx import helper, numpy_helper
 
-    graph = model.graph
-    constant = {i.name for i in graph.initializer}
+    constant = {i.name for i in graph.initializer} | set(outer)
     folded = []
     for node in graph.node:
         if node.op_type in ("If", "Loop", "Scan") or (not node.input and node.op_type != "Constant"):
@@ -63,29 +69,41 @@ def fold_weight_subgraphs(model):
         if all(name == "" or name in constant for name in node.input):
             folded.append(node)
             constant.update(node.output)
-    if not folded:
-        return model
-    folded_ids = {id(n) for n in folded}
-    keep = [n for n in graph.node if id(n) not in folded_ids]
-    used = _used_names(keep) | {o.name for o in graph.output}
-    needed = sorted({out for node in folded for out in node.output} & used)
-    sub = helper.make_graph(folded, "weights", [],
-                            [helper.make_empty_tensor_value_info(n) for n in needed],
-                            list(graph.initializer))
-    sub_model = helper.make_model(sub, opset_imports=list(model.opset_import))
+    if folded:
+        folded_ids = {id(n) for n in folded}
+        keep = [n for n in graph.node if id(n) not in folded_ids]
+        used = _used_names(keep) | {o.name for o in graph.output}
+        needed = sorted({out for node in folded for out in node.output} & used)
+        local = {i.name for i in graph.initializer}
+        read = {name for node in folded for name in node.input} - local
+        sub = helper.make_graph(folded, "weights", [],
+                                [helper.make_empty_tensor_value_info(n) for n in needed],
+                                list(graph.initializer) + [outer[n] for n in sorted(read & set(outer))])
+        values = dict(zip(needed, _evaluate(sub, model, needed)))
+        initializers = [i for i in graph.initializer if i.name in used]
+        initializers += [numpy_helper.from_array(values[n], n) for n in needed]
+        del graph.node[:]
+        graph.node.extend(keep)
+        del graph.initializer[:]
+        graph.initializer.extend(initializers)
+    visible = {**outer, **{i.name: i for i in graph.initializer}}
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.g.node:
+                _fold_graph(attr.g, visible, model)
+
+
+def _evaluate(graph, model, names: list) -> list:
+    import onnxruntime as ort
+    from onnx import helper
+
+    sub_model = helper.make_model(graph, opset_imports=list(model.opset_import))
     sub_model.ir_version = model.ir_version
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(sub_model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
-    values = dict(zip(needed, session.run(needed, {})))
-    initializers = [i for i in graph.initializer if i.name in used]
-    initializers += [numpy_helper.from_array(values[n], n) for n in needed]
-    del graph.node[:]
-    graph.node.extend(keep)
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    return model
+    return session.run(names, {})
 
 
 def _used_names(nodes) -> set[str]:
