@@ -4,7 +4,8 @@ A board runs ``autocompress rpc-server --tracker HOST:PORT --key KEY`` (TVM's RP
 our sensor function) or TVM's own ``python -m tvm.exec.rpc_server`` (latency only). The search
 asks the tracker for a free board under the key, uploads the library, loads it into a Relax VM
 on the board and times it with TVM's ``time_evaluator``: the distribution (median, p10, p90 of
-``repeat`` timed runs), the board's peak resident memory, and energy where the board has power
+``repeat`` timed runs, fewer for a model too slow to run that often in ``max_timed_s``),
+the board's peak resident memory, and energy where the board has power
 sensors. Several boards under one key are used in parallel by :meth:`RpcDevice.measure_many`.
 
 Servers and trackers started here bind to 127.0.0.1 unless the caller names another host.
@@ -25,6 +26,7 @@ import numpy as np
 from . import sensors
 
 LOOPBACK = "127.0.0.1"
+MIN_REPEATS = 5
 
 
 class RpcError(RuntimeError):
@@ -67,6 +69,7 @@ class RpcDevice:
     key: str
     repeat: int = 30
     session_timeout_s: float = 600.0
+    max_timed_s: float = 10.0   # fewer timed runs (>= MIN_REPEATS) when `repeat` would take longer
 
     @classmethod
     def parse(cls, tracker: str, key: str, **kwargs) -> "RpcDevice":
@@ -125,8 +128,10 @@ class RpcDevice:
         device = remote.cuda(0) if device_kind == "cuda" else remote.cpu(0)
         vm = relax.VirtualMachine(module, device)
         args = [tvm.runtime.tensor(np.require(inputs[n], requirements="C"), device) for n in input_names]
-        vm["main"](*args)                      # warm-up (and CUDA's load-time compile)
-        timer = vm.time_evaluator("main", device, number=1, repeat=self.repeat)
+        start = time.perf_counter()
+        vm["main"](*args)                      # warm-up (and CUDA's module load)
+        timer = vm.time_evaluator("main", device, number=1,
+                                  repeat=self.repeats_for(time.perf_counter() - start))
         start_sensors = _remote_sensors(remote)
         samples = [float(s) for s in timer(*args).results]
         after = _remote_sensors(remote)
@@ -134,6 +139,13 @@ class RpcDevice:
             remote.remove(library.name)
         return _summarise(samples, before, start_sensors, after,
                           f"TVM {tvm.__version__} RPC ({device_kind})")
+
+    def repeats_for(self, warm_up_s: float) -> int:
+        """Timed runs for a model whose warm-up took ``warm_up_s``: ``repeat``, or as many as
+        fit in ``max_timed_s`` (untuned MiniLM runs about 2 s a time on a CPU), at least
+        MIN_REPEATS. The count is recorded with every measurement."""
+        fit = int(self.max_timed_s / warm_up_s) if warm_up_s > 0 else self.repeat
+        return max(MIN_REPEATS, min(self.repeat, fit))
 
     def measure_many(self, jobs: Sequence[tuple], device_kind: str = "cpu",
                      parallel: int | None = None) -> list:
