@@ -117,7 +117,7 @@ def test_weight_only_int4_keeps_the_searchs_quality(tmp_path, cache):
     agreement = _compare(workload, path, score=workload.score)
     assert agreement.requantized == 0 and agreement.exact <= tvm_check.EXACT_TOLERANCE
     assert agreement.quality_gap <= tvm_check.QUALITY_TOLERANCE
-    assert agreement.quality_recorded is not None and agreement.ok
+    assert agreement.quality_graph is not None and agreement.ok
 
 
 def test_ok_needs_the_exact_and_the_quality_criterion():
@@ -127,7 +127,7 @@ def test_ok_needs_the_exact_and_the_quality_criterion():
     assert not tvm_check.Agreement(**{**exact, "forced": 1e-3}).ok
     assert not tvm_check.Agreement(exact=1e-3, optimized=0.0, inputs=4).ok
     good = tvm_check.Agreement(exact=0.0, optimized=0.03, inputs=4, quality=0.95,
-                               quality_ort=0.951, quality_recorded=0.95)
+                               quality_ort=0.951, quality_graph=0.95)
     assert good.ok and "0.9500 vs ORT 0.9510" in good.describe()
     assert not tvm_check.Agreement(exact=0.0, optimized=0.0, inputs=4, quality=0.9,
                                    quality_ort=0.95).ok
