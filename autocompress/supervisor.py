@@ -16,8 +16,10 @@ sees how its child died while it lives on itself:
 * a signal sent to the parent (``SIGTERM``, ``SIGHUP``) is passed on and the child's end is
   not a crash; Ctrl-C reaches both through the terminal, and only the child acts on it.
 
-The child tells the parent what it is running through a small JSON file (``NOTE_ENV``):
-the study (once opened) and the trial under evaluation. ``main(argv)`` called from Python
+The child tells the parent what it is running through a small JSON note in a nameless
+temporary file the parent opened and the child inherits (its descriptor in ``NOTE_ENV``):
+the study (once opened) and the trial under evaluation. The file has no name, so a killed
+parent leaves nothing behind. ``main(argv)`` called from Python
 (tests, notebooks) runs in the calling process, unsupervised, and so does the command line
 with ``AUTOCOMPRESS_UNSUPERVISED=1`` (tests that signal the working process itself).
 """
@@ -32,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 SUPERVISOR_ENV = "AUTOCOMPRESS_SUPERVISOR_PID"   # set in the child: whom it ends with
-NOTE_ENV = "AUTOCOMPRESS_SUPERVISOR_NOTE"         # set in the child: where it says what it runs
+NOTE_ENV = "AUTOCOMPRESS_SUPERVISOR_NOTE"         # set in the child: the descriptor of its note
 OFF_ENV = "AUTOCOMPRESS_UNSUPERVISED"             # "1": the command line runs in its own process
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
                  signal.SIGKILL)                  # SIGKILL with the parent alive: out of memory
@@ -66,21 +68,24 @@ def wanted(command: str) -> bool:
 def tell(**fields) -> None:
     """The child: record what it runs now (``storage``, ``study``, ``run_dir``, ``trial``)
     for its parent; nothing when unsupervised."""
-    path = _ADOPTED.get("note") or os.environ.get(NOTE_ENV)
-    if not path:
+    fd = _ADOPTED.get("note") or os.environ.get(NOTE_ENV)
+    if not fd:
         return
-    note = _read(path)
+    note = _read(int(fd))
     note.update(fields)
-    tmp = f"{path}.tmp"
-    Path(tmp).write_text(json.dumps(note))
-    os.replace(tmp, path)
+    _write(int(fd), note)
 
 
-def _read(path: str) -> dict:
+def _read(fd: int) -> dict:
     try:
-        return json.loads(Path(path).read_text() or "{}")
-    except (OSError, ValueError):
+        return json.loads(os.pread(fd, 1 << 20, 0) or b"{}")
+    except (OSError, ValueError):   # half-written (killed while telling): no trial known
         return {}
+
+
+def _write(fd: int, note: dict) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(note).encode(), 0)
 
 
 def run(argv: list[str]) -> int:
@@ -90,8 +95,7 @@ def run(argv: list[str]) -> int:
 
     if os.environ.get(PARENT_ENV):       # a local worker's parent: end with its search too
         end_with_parent(int(os.environ[PARENT_ENV]))
-    fd, note_path = tempfile.mkstemp(prefix="autocompress-note-", suffix=".json")
-    os.close(fd)
+    note = tempfile.TemporaryFile(prefix="autocompress-note-")   # nameless
     passed: list[int] = []
     child: list[subprocess.Popen] = []
 
@@ -105,29 +109,29 @@ def run(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the terminal's Ctrl-C reaches the child
     try:
         while True:
-            child[:] = [_start(argv, note_path)]
+            child[:] = [_start(argv, note.fileno())]
             code = child[0].wait()
             if code >= 0 or passed:
                 return code if code >= 0 else 128 - code
-            next_argv = _after_crash(argv, -code, _read(note_path))
+            next_argv = _after_crash(argv, -code, _read(note.fileno()))
             if next_argv is None:
                 return 128 - code
             argv = next_argv
-            Path(note_path).write_text("{}")
+            _write(note.fileno(), {})
     finally:
-        Path(note_path).unlink(missing_ok=True)
-        Path(f"{note_path}.tmp").unlink(missing_ok=True)
+        note.close()
 
 
-def _start(argv: list[str], note_path: str) -> subprocess.Popen:
+def _start(argv: list[str], note_fd: int) -> subprocess.Popen:
     from .workers import PARENT_ENV
 
     root = str(Path(__file__).resolve().parents[1])
     paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths),
-               **{SUPERVISOR_ENV: str(os.getpid()), NOTE_ENV: note_path})
+               **{SUPERVISOR_ENV: str(os.getpid()), NOTE_ENV: str(note_fd)})
     env.pop(PARENT_ENV, None)   # the child ends with this process, this one with the search
-    return subprocess.Popen([sys.executable, "-m", "autocompress.cli", *argv], env=env)
+    return subprocess.Popen([sys.executable, "-m", "autocompress.cli", *argv], env=env,
+                            pass_fds=(note_fd,))
 
 
 def _after_crash(argv: list[str], signum: int, note: dict) -> list[str] | None:
