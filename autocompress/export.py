@@ -295,7 +295,8 @@ def compile_tvm(model: Path, profile, workload, out_dir: Path) -> tuple[Path, di
         raise ExportError(f"TVM export for {profile.name} failed: {err}") from None
     record = {"library": compiled.path.name, "kind": compiled.target.kind,
               "target": compiled.target.description, "machine": tvm_compile.elf_machine(compiled.path),
-              "cross_compiler": compiled.target.cross_compiler, "tuned": compiled.tuned}
+              "cross_compiler": compiled.target.cross_compiler, "tuned": compiled.tuned,
+              "compile_s": compiled.compile_s, "cached": compiled.cached}
     if compiled.target.runs_here:
         from .backends import tvm_check
 

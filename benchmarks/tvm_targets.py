@@ -1,14 +1,29 @@
-"""TVM on the front of a digits-cnn search: compile time per candidate and target, MetaSchedule
-tuning time for the finalists, tuning-database hit rate across the front, and TVM (untuned,
-tuned) vs ONNX Runtime latency on this machine.
+"""TVM on the fronts of a digits-cnn and a MiniLM search, for every device profile.
 
-    .venv/bin/python benchmarks/tvm_targets.py [--trials 24] [--finalists 1] [--tune-trials 16]
+For each workload: a short search for host (finalize off), then for EVERY front point and
+each of the five targets the command a user runs,
+``autocompress export RUN --pick N --format tvm --target T`` (in this process, through the
+command line's own entry point), recording success or its one-line error, and the TVM compile
+time from the export's record. On host: ONNX Runtime vs the untuned TVM library the export
+wrote, then MetaSchedule tuning of the finalists (the best-quality compressed points) with a
+small trial budget, the tuning database's hit rate over the front, and tuned TVM latency.
 
-Writes results/tvm_targets.json. Uses a fresh cache folder so compile times are real compiles.
+    .venv/bin/python benchmarks/tvm_targets.py [--workloads digits-cnn,minilm]
+        [--digits-trials 16] [--minilm-trials 8] [--tune digits-cnn] [--finalists 1]
+        [--tune-trials 8]
+
+Tuning runs only for the workloads named by ``--tune`` (after every export, so it cannot
+change a compile time): ``tvm_tuning.tune`` gives every untuned kernel at least one
+MetaSchedule trial, each in fresh builder and runner processes: 10 s to 3 minutes per kernel
+on the 2 shared cores here, depending on what else runs, and a digits-cnn point has about 40.
+Writes results/tvm_targets.json. Uses a fresh cache folder, so every compile is a real compile
+(and the searches pay for their sensitivity analyses).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -21,104 +36,230 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+TARGETS = ("host", "raspberry-pi-4", "raspberry-pi-5", "jetson-nano", "jetson-orin-nano")
+SHORT = {"host": "host", "raspberry-pi-4": "pi-4", "raspberry-pi-5": "pi-5",
+         "jetson-nano": "nano", "jetson-orin-nano": "orin-nano"}   # table headers
+BUDGETS = {"digits-cnn": 100_000, "minilm": None}   # bytes; MiniLM: no budget
 
-def _tvm_latency(library, workload, repeat=30) -> float:
+
+def search(model: str, trials: int, run: Path) -> tuple[dict, float]:
+    from autocompress import api
+    from autocompress.search.objectives import Budget
+
+    start = time.perf_counter()
+    budget = Budget(max_size_bytes=BUDGETS[model]) if BUDGETS[model] else Budget()
+    result = api.search(api.SearchConfig(model=model, target="host", trials=trials,
+                                         budget=budget, finalize_s=0, out=str(run)))
+    return result.document, time.perf_counter() - start
+
+
+def export_tvm(run: Path, pick: int, target: str) -> dict:
+    """``autocompress export RUN --pick N --format tvm --target T``: exit code, its one-line
+    error, or the library's record from export.json."""
+    from autocompress.cli import main
+
+    out = run / "export" / f"{pick}-tvm-{target}"
+    err = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["export", str(run), "--pick", str(pick), "--format", "tvm",
+                     "--target", target, "--out", str(out)])
+    row = {"ok": code == 0, "exit_code": code, "export_s": time.perf_counter() - start}
+    if code != 0:
+        lines = err.getvalue().strip().splitlines()
+        row["error"] = lines[-1] if lines else ""
+        return row
+    tvm = json.loads((out / "export.json").read_text())["tvm"]
+    row.update(compile_s=tvm["compile_s"], cached=tvm["cached"], machine=tvm["machine"],
+               kind=tvm["kind"], check=tvm["check"], library=str(out / tvm["library"]))
+    return row
+
+
+def tvm_latency(library: str, workload, repeat: int = 30) -> float:
     import numpy as np
     import tvm
 
     from autocompress.backends import tvm_compile
 
     vm = tvm_compile.load_local(library)
-    args = [tvm.runtime.tensor(np.ascontiguousarray(workload.example[n])) for n in workload.input_names]
+    args = [tvm.runtime.tensor(np.ascontiguousarray(workload.example[n]))
+            for n in workload.input_names]
     vm["main"](*args)
     return float(vm.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat)(*args).median)
 
 
+def ort_latency(path: Path, workload) -> float:
+    from autocompress.backends import ort_runner
+
+    return ort_runner.measure_latency(ort_runner.make_session(path), workload.example).median_s
+
+
+def point_rows(run: Path, front: list, workload) -> list:
+    """Every front point exported for every target; host latencies where the export worked."""
+    rows = []
+    for point in front:
+        row = {"id": point["id"], "size_bytes": point["size_bytes"], "quality": point["quality"],
+               "uncompressed": not point["plan"]["units"], "exports": {}}
+        for target in TARGETS:
+            row["exports"][target] = export_tvm(run, point["id"], target)
+            print(f"  point {point['id']} -> {target}: " + _export_words(row["exports"][target]),
+                  flush=True)
+        row["ort_latency_s"] = ort_latency(run / point["artifact"], workload)
+        host = row["exports"]["host"]
+        row["tvm_untuned_latency_s"] = tvm_latency(host["library"], workload) if host["ok"] else None
+        for export in row["exports"].values():
+            export.pop("library", None)    # a path in the benchmark's temporary folder
+        rows.append(row)
+    return rows
+
+
+def _export_words(row: dict) -> str:
+    return f"ok, compile {row['compile_s']:.1f} s" if row["ok"] else f"FAILED: {row['error']}"
+
+
+def tune_front(run: Path, front: list, rows: list, workload, finalists: int,
+               trials: int) -> list:
+    """Tune the finalists for host, then read every point's hit rate and tuned latency."""
+    from autocompress.backends import tvm_compile, tvm_tuning
+    from autocompress.device_profiles import resolve_target
+
+    host = resolve_target("host")
+    target = tvm_compile.resolve_target(host)
+    shapes = {k: v.shape for k, v in workload.example.items()}
+    paths = {p["id"]: run / p["artifact"] for p in front}
+    compiled = [r for r in rows if r["exports"]["host"]["ok"]]
+    for row in compiled:
+        row["hits_before"] = tvm_tuning.lookup(tvm_compile.import_onnx(paths[row["id"]], shapes),
+                                               target)
+    chosen = sorted(compiled, key=lambda r: (r["uncompressed"], -r["quality"]))[:finalists]
+    tuning = []
+    for row in chosen:
+        print(f"  tuning point {row['id']} ({row['hits_before']['tasks']} kernels, "
+              f"{trials} trials asked)", flush=True)
+        report = tvm_tuning.tune(tvm_compile.import_onnx(paths[row["id"]], shapes), target, trials)
+        tuning.append({"id": row["id"], **report})
+    for row in compiled if tuning else []:
+        row["hits_after"] = tvm_tuning.lookup(tvm_compile.import_onnx(paths[row["id"]], shapes),
+                                              target)
+        library = tvm_compile.compile_onnx(paths[row["id"]], shapes, host)
+        row["tvm_tuned"] = library.tuned
+        row["tvm_tuned_latency_s"] = tvm_latency(str(library.path), workload)
+    return tuning
+
+
+def summarise(model: str, trials: int, search_s: float, rows: list, tuning: list) -> dict:
+    exports = [(r["id"], t, e) for r in rows for t, e in r["exports"].items()]
+    compiled = [r for r in rows if "hits_before" in r]
+    tasks = sum(r["hits_before"]["tasks"] for r in compiled)
+    return {
+        "workload": model, "search_trials": trials, "budget_bytes": BUDGETS[model],
+        "search_s": search_s, "front_points": len(rows),
+        "exports_ok": sum(e["ok"] for _, _, e in exports), "exports": len(exports),
+        "failures": [{"id": i, "target": t, "error": e["error"]}
+                     for i, t, e in exports if not e["ok"]],
+        "median_compile_s": {t: statistics.median(e["compile_s"] for _, tt, e in exports
+                                                  if tt == t and e["ok"])
+                             for t in TARGETS if any(e["ok"] for _, tt, e in exports if tt == t)},
+        "tvm_untuned_over_ort": _ratio_range(rows, "tvm_untuned_latency_s"),
+        "tvm_tuned_over_ort": _ratio_range(rows, "tvm_tuned_latency_s"),
+        "tuning_s": sum(t["seconds"] for t in tuning),
+        "tuned_points": [t["id"] for t in tuning],
+        "failed_kernels": sum(len(t["failed"]) for t in tuning),
+        "cache_hit_rate_before": (sum(r["hits_before"]["hits"] for r in compiled) / max(1, tasks)
+                                  if tuning else None),
+        "cache_hit_rate_after": (sum(r["hits_after"]["hits"] for r in compiled) / max(1, tasks)
+                                 if tuning else None),
+        "points": rows, "tuning": tuning,
+    }
+
+
+def _ratio_range(rows: list, key: str) -> list | None:
+    ratios = [r[key] / r["ort_latency_s"] for r in rows if r.get(key)]
+    return [min(ratios), max(ratios)] if ratios else None
+
+
+def report(summary: dict) -> None:
+    name = summary["workload"]
+    print(f"\n{name}: {summary['front_points']}-point front from {summary['search_trials']} "
+          f"trials ({summary['search_s']:.0f} s); TVM exports: {summary['exports_ok']} of "
+          f"{summary['exports']} succeeded")
+    for item in summary["failures"]:
+        print(f"  point {item['id']} -> {item['target']}: {item['error']}")
+    print(f"{name} median TVM compile time per point: " + ", ".join(
+        f"{t} {s:.1f} s" for t, s in summary["median_compile_s"].items()))
+    for key, words in (("tvm_untuned_over_ort", "untuned"), ("tvm_tuned_over_ort", "tuned")):
+        if summary[key]:
+            low, high = summary[key]
+            print(f"{name} on host: {words} TVM takes {low:.1f}-{high:.1f}x ONNX Runtime's latency")
+    if summary["tuning"]:
+        print(f"{name} tuning: {summary['tuning_s']:.0f} s for point(s) "
+              f"{', '.join(map(str, summary['tuned_points']))}; failed kernels: "
+              f"{summary['failed_kernels']}; database hit rate over the front "
+              f"{summary['cache_hit_rate_before']:.0%} before, "
+              f"{summary['cache_hit_rate_after']:.0%} after")
+    print(f"{'id':>4} {'size kB':>9} {'quality':>8} " + " ".join(f"{SHORT[t]:>10}" for t in TARGETS)
+          + f" {'ORT ms':>8} {'TVM ms':>8} {'tuned ms':>9} {'hits':>7}")
+    for r in summary["points"]:
+        cells = " ".join(f"{_compile_cell(e):>10}" for e in r["exports"].values())
+        print(f"{r['id']:>4} {r['size_bytes'] / 1e3:>9.1f} {r['quality']:>8.4f} {cells} "
+              f"{r['ort_latency_s'] * 1e3:>8.3f} {_ms(r['tvm_untuned_latency_s']):>8} "
+              f"{_ms(r.get('tvm_tuned_latency_s')):>9} {_hits(r.get('hits_after')):>7}")
+
+
+def _compile_cell(export: dict) -> str:
+    return f"{export['compile_s']:.1f} s" if export["ok"] else "FAILED"
+
+
+def _ms(seconds) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.3f}"
+
+
+def _hits(hits) -> str:
+    return "-" if not hits else f"{hits['hits']}/{hits['tasks']}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=24)
-    parser.add_argument("--finalists", type=int, default=1, help="front points to tune")
-    parser.add_argument("--tune-trials", type=int, default=16, help="MetaSchedule trials per finalist")
+    parser.add_argument("--workloads", default="digits-cnn,minilm")
+    parser.add_argument("--digits-trials", type=int, default=16)
+    parser.add_argument("--minilm-trials", type=int, default=8)
+    parser.add_argument("--tune", default="", help="workloads whose finalists are tuned for host, "
+                        "after every export (e.g. digits-cnn); default: none")
+    parser.add_argument("--finalists", type=int, default=1, help="front points to tune, per workload")
+    parser.add_argument("--tune-trials", type=int, default=8,
+                        help="MetaSchedule trials per finalist (at least one per kernel)")
+    parser.add_argument("--out", default=str(ROOT / "results" / "tvm_targets.json"))
     args = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="autocompress-tvm-bench-")
     os.environ["AUTOCOMPRESS_CACHE"] = cache
 
-    from autocompress import api
-    from autocompress.backends import ort_runner, tvm_compile, tvm_tuning
-    from autocompress.device_profiles import resolve_target
-    from autocompress.search.objectives import Budget
     from autocompress.workloads import load_workload
 
-    run = Path(cache) / "run"
-    start = time.perf_counter()
-    result = api.search(api.SearchConfig(model="digits-cnn", target="host", trials=args.trials,
-                                         budget=Budget(max_size_bytes=100_000), out=str(run)))
-    search_s = time.perf_counter() - start
-    workload = load_workload("digits-cnn")
-    shapes = {k: v.shape for k, v in workload.example.items()}
-    front = result.document["front"]
-    host = resolve_target("host")
-    host_target = tvm_compile.resolve_target(host)
-    rows = []
-    skipped = []
-    for point in front:
-        path = run / point["artifact"]
-        row = {"id": point["id"], "size_bytes": point["size_bytes"], "quality": point["quality"],
-               "compile_s": {}}
-        try:
-            tvm_compile.import_onnx(path, shapes)
-        except tvm_compile.TvmError as err:     # e.g. packed INT4 initializers
-            skipped.append({"id": point["id"], "plan": point["plan"], "error": str(err)})
-            continue
-        for name in ("host", "raspberry-pi-4", "jetson-nano"):
-            library = tvm_compile.compile_onnx(path, shapes, resolve_target(name), use_tuning=False)
-            row["compile_s"][name] = library.compile_s
-        mod = tvm_compile.import_onnx(path, shapes)
-        row["hits_before"] = tvm_tuning.lookup(mod, host_target)
-        session = ort_runner.make_session(path)
-        row["ort_latency_s"] = ort_runner.measure_latency(session, workload.example).median_s
-        row["tvm_untuned_latency_s"] = _tvm_latency(
-            tvm_compile.compile_onnx(path, shapes, host, use_tuning=False).path, workload)
-        rows.append(row)
-    finalists = sorted(rows, key=lambda r: -r["quality"])[:args.finalists]
-    tuning = []
-    for row in finalists:
-        path = run / next(p["artifact"] for p in front if p["id"] == row["id"])
-        report = tvm_tuning.tune(tvm_compile.import_onnx(path, shapes), host_target, args.tune_trials)
-        tuning.append({"id": row["id"], **report})
-    for row in rows:
-        path = run / next(p["artifact"] for p in front if p["id"] == row["id"])
-        row["hits_after"] = tvm_tuning.lookup(tvm_compile.import_onnx(path, shapes), host_target)
-        library = tvm_compile.compile_onnx(path, shapes, host)
-        row["tvm_tuned"] = library.tuned
-        row["tvm_tuned_latency_s"] = _tvm_latency(library.path, workload)
-    total_tasks = sum(r["hits_after"]["tasks"] for r in rows)
-    summary = {
-        "workload": "digits-cnn", "search_trials": args.trials, "search_s": search_s,
-        "front_points": len(rows),
-        "median_compile_s": {t: statistics.median(r["compile_s"][t] for r in rows)
-                             for t in rows[0]["compile_s"]} if rows else {},
-        "tuning_s": sum(t["seconds"] for t in tuning), "tune_trials_per_finalist": args.tune_trials,
-        "cache_hit_rate_before": sum(r["hits_before"]["hits"] for r in rows) / max(1, total_tasks),
-        "cache_hit_rate_after": sum(r["hits_after"]["hits"] for r in rows) / max(1, total_tasks),
-        "points": rows, "tuning": tuning, "not_compilable": skipped,
-    }
-    print(f"digits-cnn front: {len(rows)} points from {args.trials} trials ({search_s:.0f} s)")
-    for item in skipped:
-        print(f"point {item['id']}: TVM cannot compile it: {item['error']}")
-    print("median TVM compile time per candidate: " + ", ".join(
-        f"{t} {s:.1f} s" for t, s in summary["median_compile_s"].items()))
-    print(f"tuning: {summary['tuning_s']:.0f} s for {len(tuning)} finalist(s) x "
-          f"{args.tune_trials} trials; failed kernels: {sum(len(t['failed']) for t in tuning)}")
-    print(f"tuning-database hit rate over the front: {summary['cache_hit_rate_before']:.0%} before, "
-          f"{summary['cache_hit_rate_after']:.0%} after")
-    print(f"{'id':>4} {'size kB':>8} {'ORT ms':>8} {'TVM ms':>8} {'TVM tuned ms':>13} {'hits':>7}")
-    for r in rows:
-        print(f"{r['id']:>4} {r['size_bytes'] / 1e3:>8.1f} {r['ort_latency_s'] * 1e3:>8.3f} "
-              f"{r['tvm_untuned_latency_s'] * 1e3:>8.3f} {r['tvm_tuned_latency_s'] * 1e3:>13.3f} "
-              f"{r['hits_after']['hits']:>3}/{r['hits_after']['tasks']}")
-    out = ROOT / "results" / "tvm_targets.json"
-    out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    trials = {"digits-cnn": args.digits_trials, "minilm": args.minilm_trials}
+    tuned = [m for m in args.tune.split(",") if m]
+    results = {"targets": list(TARGETS), "tuned_workloads": tuned, "finalists": args.finalists,
+               "tune_trials_per_finalist": args.tune_trials, "cores": os.cpu_count(),
+               "workloads": {}}
+    out = Path(args.out)
+    fronts = {}
+    for model in args.workloads.split(","):
+        run = Path(cache) / f"run-{model}"
+        print(f"{model}: searching ({trials[model]} trials)", flush=True)
+        document, search_s = search(model, trials[model], run)
+        rows = point_rows(run, document["front"], load_workload(model))
+        fronts[model] = (run, document["front"], rows)
+        results["workloads"][model] = summarise(model, trials[model], search_s, rows, [])
+        out.write_text(json.dumps(results, indent=2, default=str) + "\n")   # partial results
+    for model in tuned:
+        run, front, rows = fronts[model]
+        tuning = tune_front(run, front, rows, load_workload(model), args.finalists,
+                            args.tune_trials)
+        summary = results["workloads"][model]
+        results["workloads"][model] = summarise(model, trials[model], summary["search_s"],
+                                                rows, tuning)
+    for summary in results["workloads"].values():
+        report(summary)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"wrote {out}")
 
 
