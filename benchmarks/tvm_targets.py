@@ -11,6 +11,7 @@ small trial budget, the tuning database's hit rate over the front, and tuned TVM
     .venv/bin/python benchmarks/tvm_targets.py [--workloads digits-cnn,minilm]
         [--digits-trials 16] [--minilm-trials 8] [--tune digits-cnn] [--finalists 1]
         [--tune-trials 8]
+    .venv/bin/python benchmarks/tvm_targets.py --report     # the figures of the last run again
 
 Tuning runs only for the workloads named by ``--tune`` (after every export, so it cannot
 change a compile time): ``tvm_tuning.tune`` gives every untuned kernel at least one
@@ -187,6 +188,10 @@ def report(summary: dict) -> None:
         print(f"  point {item['id']} -> {item['target']}: {item['error']}")
     print(f"{name} median TVM compile time per point: " + ", ".join(
         f"{t} {s:.1f} s" for t, s in summary["median_compile_s"].items()))
+    print(f"{name} median wall time of the export command (re-measured quality, host check "
+          "included): " + ", ".join(
+              f"{t} {statistics.median(r['exports'][t]['export_s'] for r in summary['points']):.1f} s"
+              for t in TARGETS))
     for key, words in (("tvm_untuned_over_ort", "untuned"), ("tvm_tuned_over_ort", "tuned")):
         if summary[key]:
             low, high = summary[key]
@@ -229,7 +234,12 @@ def main() -> None:
     parser.add_argument("--tune-trials", type=int, default=8,
                         help="MetaSchedule trials per finalist (at least one per kernel)")
     parser.add_argument("--out", default=str(ROOT / "results" / "tvm_targets.json"))
+    parser.add_argument("--report", action="store_true", help="print the figures of --out again")
     args = parser.parse_args()
+    if args.report:
+        for summary in json.loads(Path(args.out).read_text())["workloads"].values():
+            report(summary)
+        return
     cache = tempfile.mkdtemp(prefix="autocompress-tvm-bench-")
     os.environ["AUTOCOMPRESS_CACHE"] = cache
 
