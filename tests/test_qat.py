@@ -24,6 +24,18 @@ from autocompress.workloads import Quality, Workload
 from tiny_workload import make_workload
 
 
+def _rebuilt(proto: onnx.ModelProto, name: str) -> str:
+    """The value a compute node reads as the weight ``name`` rebuilt from its stored codes."""
+    stored = {i.name for i in proto.graph.initializer if i.name.startswith(name + "_")}
+    reached = set(stored)
+    for node in proto.graph.node:           # graph order: producers before readers
+        if node.op_type in ("MatMul", "Conv", "Gemm") and node.input[1] in reached:
+            return node.input[1]
+        if any(i in reached for i in node.input):
+            reached.update(node.output)
+    return name
+
+
 def _artifact_weight(proto: onnx.ModelProto, name: str) -> np.ndarray:
     """The float weight an artifact really computes for ``name``, read back through ONNX Runtime."""
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
@@ -35,6 +47,8 @@ def _artifact_weight(proto: onnx.ModelProto, name: str) -> np.ndarray:
             not any(n.output[0] == name for n in proto.graph.node):   # gathered int8 rows
         return inits[name + "_q"].astype(np.float32) * inits[name + "_scale"]
     producers = {o: n for n in proto.graph.node for o in n.output}
+    if name not in producers:       # compact_graph renamed the rebuilt weight: follow its codes
+        name = _rebuilt(proto, name)
     needed, stack = [], [name]
     while stack:
         node = producers.get(stack.pop())

@@ -24,6 +24,7 @@ from torch import nn
 
 from . import decompose, distill, lowrank, pruning, replace, structural, vocab
 from .knobs import factor_rank
+from .compact import compact_graph
 from .plan import (CALIBRATION, CLUSTERS, PRUNE_RATIO, QUANT, RANK_RATIO, SPARSITY, VOCAB,
                    QUANT_BITS, WEIGHT_KNOBS, WHOLE_MODEL, Plan)
 from .quantize import to_opset, weight_initializers
@@ -61,7 +62,8 @@ def apply_plan(plan: Plan, workload, out_path: Path, timings: dict | None = None
             model = compress_torch(plan, workload) if model is None else model
             timings["apply"] = time.perf_counter() - start
             if plan_exit(plan) is not None:   # segments + If node, each segment stored as below
-                artifact = write_artifact(build_early_exit(plan, workload, model), out_path)
+                artifact = write_artifact(compact_graph(build_early_exit(plan, workload, model)),
+                                          out_path)
                 timings["export"] = time.perf_counter() - start - timings["apply"]
                 return artifact
             proto, units = _exported(model, workload)
@@ -77,7 +79,7 @@ def apply_plan(plan: Plan, workload, out_path: Path, timings: dict | None = None
     calibration = plan.get(WHOLE_MODEL, CALIBRATION, NO_CALIBRATION)
     _check_weight_plans(weights, calibration)
     proto = compress_weights(proto, weights, calibration, workload.calibration)
-    artifact = write_artifact(proto, out_path)
+    artifact = write_artifact(compact_graph(proto), out_path)
     timings["export"] = time.perf_counter() - start - timings["apply"]
     return artifact
 
