@@ -249,10 +249,35 @@ def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
     make the joint program's products too slow for the solver; each knapsack here takes
     well under a second."""
     weight_groups = {g: o for g, o in problem.groups.items() if g[1] == "weight"}
-    structure_groups = {g: o for g, o in problem.groups.items() if g[1] == "structure"}
     full = weights_after({k.key: k.choices[0] for k in knobs})
     identity = {k.key: k.choices[0] for k in knobs}
-    formats = solve(replace(problem, groups=weight_groups), knobs) or identity
+    formats = solve(replace(problem, groups=weight_groups), knobs)
+    if formats is not None:
+        return _alternate_from(formats, problem, knobs, weights_after, rounds, full)
+    # formats alone cannot fit: starting from float weights, the first structure step prunes
+    # as if every weight stayed float (digits-cnn at 30 kB: 75% of every channel group
+    # pruned, weights left float). Start also from the most compressing formats, whose
+    # structure step prunes least, and keep the plan that loses least.
+    smallest = dict(identity)
+    for opts in weight_groups.values():
+        top = max(opts, key=lambda o: (o.saved.get("size", 0.0), -o.drop))
+        smallest[top.knob.key] = top.choice
+    found = [p for start in (identity, smallest)
+             if (p := _alternate_from(start, problem, knobs, weights_after, rounds, full))]
+    return min(found, key=lambda p: total_drop(p, problem)) if found else None
+
+
+def total_drop(params: dict, problem: Problem) -> float:
+    """The program's objective for ``params``: the sum of the chosen options' drops."""
+    return sum(o.drop for opts in problem.groups.values() for o in opts
+               if params.get(o.knob.key) == o.choice)
+
+
+def _alternate_from(formats: dict, problem: Problem, knobs, weights_after, rounds: int,
+                    full: dict) -> dict | None:
+    weight_groups = {g: o for g, o in problem.groups.items() if g[1] == "weight"}
+    structure_groups = {g: o for g, o in problem.groups.items() if g[1] == "structure"}
+    identity = {k.key: k.choices[0] for k in knobs}
     best = None
     for _ in range(rounds):
         per_param = _bytes_per_param(problem, formats)
