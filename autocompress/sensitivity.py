@@ -393,6 +393,7 @@ def _stored_weights(model, targets):
     import torch
 
     from .compression.fake_quant import dynamic_quant_activation, mirror, oracle
+    from .compression.weight_storage import DYNAMIC_INT8
 
     saved, hooks = [], []
     try:
@@ -406,7 +407,7 @@ def _stored_weights(model, targets):
                                               t.groups))
             saved.append((module, weight.clone()))
             module.weight.data.copy_(deq.t() if t.transposed else deq)
-            if t.plan.quant in ("w8a8", "w8a8c") and t.kind != "gather" and t.plan.clusters == 0:
+            if t.plan.quant in DYNAMIC_INT8 and t.kind != "gather" and t.plan.clusters == 0:
                 hooks.append(module.register_forward_pre_hook(
                     lambda _m, args: (dynamic_quant_activation(args[0]), *args[1:])))
         yield

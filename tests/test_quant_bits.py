@@ -250,11 +250,33 @@ def test_per_channel_dynamic_int8_keeps_seven_bits_per_column(tmp_path, tiny):
         assert errors["w8a8c"] < errors["w8a8"]
 
 
+def test_full_range_per_channel_int8_uses_all_eight_bits(tmp_path, tiny):
+    """w8a8cf: one weight scale per output column and the full [-127, 127] in each column (the
+    stored codes, the same on any CPU). Where the CPU has int8 dot products (VNNI), ORT
+    computes it exactly, and it is closer to float than the 7-bit w8a8c."""
+    ref = torch_outputs(tiny.model, tiny)
+    errors = {}
+    for quant in ("w8a8c", "w8a8cf"):
+        artifact = apply_plan(Plan({"fc1": {"quant": quant}, "fc2": {"quant": quant}}), tiny,
+                              tmp_path / f"{quant}.onnx")
+        model = onnx.load(str(artifact.path))
+        assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) == 2
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        scale, q = inits["fc1.weight_scale"], inits["fc1.weight_quantized"]
+        assert scale.shape == (q.shape[1],)
+        column_max = np.abs(q.astype(int)).max(axis=0)
+        assert (column_max == (127 if quant == "w8a8cf" else 64)).all()
+        errors[quant] = float(np.abs(outputs(artifact.path, tiny) - ref).max())
+    if cpu_has_int8_dot_product():
+        assert errors["w8a8cf"] < errors["w8a8c"]
+
+
 def test_per_channel_dynamic_int8_is_offered_for_matmuls_only():
     from autocompress.compression.weight_knobs import layer_weight_knobs
 
     def quant_choices(kind):
         return next(k for k in layer_weight_knobs("u", kind, (64, 64))[0] if k.name == "quant").choices
 
-    assert "w8a8c" in quant_choices("matmul")
-    assert "w8a8c" not in quant_choices("conv") and "w8a8c" not in quant_choices("gather")
+    for quant in ("w8a8c", "w8a8cf"):
+        assert quant in quant_choices("matmul")
+        assert quant not in quant_choices("conv") and quant not in quant_choices("gather")

@@ -32,7 +32,7 @@ from torch.nn.utils import parametrize
 from .plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL, Plan
 from .quantize import INT4_BLOCK, OPSET
 from .sparsity import magnitude_prune
-from .weight_storage import (INT_BITS, NO_CALIBRATION, WeightPlan, compress_weights,
+from .weight_storage import (DYNAMIC_INT8, INT_BITS, NO_CALIBRATION, WeightPlan, compress_weights,
                              packed_reference, role)
 
 
@@ -92,7 +92,7 @@ def mirror(onnx_weight: torch.Tensor, kind: str, plan: WeightPlan,
     from .weight_storage import _mode
 
     mode = _mode(plan, kind, calibration)
-    if mode in ("clusters", "static", "dynamic-channel"):
+    if mode in ("clusters", "static", "dynamic-channel", "dynamic-channel-full"):
         return None
     w = onnx_weight
     mask = None
@@ -252,7 +252,7 @@ class FakeQuant:
             dequant = self._choose(target, module.weight.detach())
             parametrize.register_parametrization(module, "weight",
                                                  _FakeQuantWeight(target, dequant))
-            if target.plan.quant in ("w8a8", "w8a8c") and target.kind != "gather" and \
+            if target.plan.quant in DYNAMIC_INT8 and target.kind != "gather" and \
                     target.plan.clusters == 0 and target.calibration == NO_CALIBRATION:
                 self._hooks.append(module.register_forward_pre_hook(
                     lambda _m, args: (dynamic_quant_activation(args[0]), *args[1:])))

@@ -17,7 +17,7 @@ PLAN_VERSION = 1
 # Knob names and their meaning; the search space and the appliers share these.
 PRUNE_RATIO = "prune_ratio"   # fraction of channels / neurons / heads removed
 RANK_RATIO = "rank_ratio"     # kept rank as a fraction of the full rank (1.0 = not factorised)
-QUANT = "quant"               # "float" | "w16" | "w8" | "w4" | "w3" | "w2" | "w8a8" | "w8a8c"
+QUANT = "quant"               # "float" | "w16" | "w8" | "w4" | "w3" | "w2" | "w8a8" | "w8a8c" | "w8a8cf"
 SPARSITY = "sparsity"         # 0 | .5 | .75 | .9: fraction of a layer's weights zeroed (magnitude)
 CLUSTERS = "clusters"         # 0 | 16 | 64: palette size of weight clustering (0 = off)
 CALIBRATION = "calibration"   # model-wide: "none" | "minmax" | "percentile" | "entropy" (static int8 acts)
@@ -35,7 +35,8 @@ WEIGHT_KNOBS = (QUANT, SPARSITY, CLUSTERS)
 """Knobs that change how a weight is stored in the ONNX file, not the torch model."""
 
 QUANT_BITS = {"float": (32, 32), "w16": (16, 32), "w8": (8, 32), "w4": (4, 32),
-              "w3": (3, 32), "w2": (2, 32), "w8a8": (8, 8), "w8a8c": (8, 8)}
+              "w3": (3, 32), "w2": (2, 32), "w8a8": (8, 8), "w8a8c": (8, 8),
+              "w8a8cf": (8, 8)}
 """quant choice -> (weight bits, activation bits)."""
 
 

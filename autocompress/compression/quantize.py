@@ -92,16 +92,16 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
 
 
 def _quantize_dynamic(model: onnx.ModelProto, node_names: list[str],
-                      per_channel: bool = False) -> onnx.ModelProto:
+                      per_channel: bool = False, reduce_range: bool = False) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
         onnx.save(model, src)
         # per-channel weights fill [-127, 127] in every column: on x86 without VNNI, ORT's
-        # u8s8 kernels then saturate int16 pair sums, so they keep 7 bits (reduce_range)
+        # u8s8 kernels then saturate int16 pair sums; reduce_range keeps 7 bits (w8a8c)
         quantize_dynamic(src, dst, nodes_to_quantize=node_names, per_channel=per_channel,
-                         reduce_range=per_channel,
+                         reduce_range=reduce_range,
                          weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Conv"])
         return onnx.load(dst)
 

@@ -29,7 +29,7 @@ TECHNIQUES = (
     Technique("depth pruning", "shape-preserving blocks (transformer layers, residual blocks)",
               f"{P.DROP}: false | true", "compression/depth.py", ("depth pruning",)),
     Technique("post-training quantization", "Linear, Conv, Embedding",
-              f"{P.QUANT}: float | w16 | w8 | w4 | w3 | w2 | w8a8 | w8a8c (MatMul); {P.CALIBRATION} (model): "
+              f"{P.QUANT}: float | w16 | w8 | w4 | w3 | w2 | w8a8 | w8a8c | w8a8cf (MatMul); {P.CALIBRATION} (model): "
               "none | minmax | percentile | entropy", "compression/weight_storage.py, quantize.py, "
               "calibration.py", ("quantization", "2/3-bit quantization", "static int8 activations")),
     Technique("quantization-aware training", "the front's finalists (after the search)",

@@ -14,14 +14,17 @@ from .calibration import CALIBRATION_METHODS
 from .clustering import CLUSTER_CHOICES
 from .plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL
 from .sparsity import SPARSITY_CHOICES
-from .weight_storage import NO_CALIBRATION
+from .weight_storage import DYNAMIC_INT8, NO_CALIBRATION
 
 QUANT_CHOICES = ("float", "w8", "w4", "w8a8", "w16", "w3", "w2")
 EMBEDDING_QUANT_CHOICES = ("float", "w8", "w16", "w4", "w3", "w2")   # gathered rows: no int8 matmul
-MATMUL_ONLY_CHOICES = ("w8a8c",)
+MATMUL_ONLY_CHOICES = ("w8a8c", "w8a8cf")
 """Per-column weight scales with dynamic int8 activations: ORT's MatMulInteger takes them;
-its ConvInteger does not, so convolutions are not offered it."""
-INT8_KERNELS = ("w8a8", "w8a8c")
+its ConvInteger does not, so convolutions are not offered it. ``w8a8c`` keeps 7-bit weights
+(ORT's ``reduce_range``: its u8s8 kernels saturate int16 pair sums on x86 without VNNI);
+``w8a8cf`` uses the full 8 bits, which CPUs with VNNI or ARM dot products compute exactly
+(the sensitivity probe measures what either costs on this CPU)."""
+INT8_KERNELS = tuple(DYNAMIC_INT8)
 LOW_BITS = ("w3", "w2")
 MIN_PACKED_WEIGHTS = 1024
 """Below this many weights, 2/3-bit packing, pruning and clustering save under ~3 KB."""

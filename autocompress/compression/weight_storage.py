@@ -35,11 +35,12 @@ from . import onnx_graph, packing
 from .clustering import kmeans_1d
 from .sparsity import magnitude_prune
 
-INT_BITS = {"w8": 8, "w4": 4, "w3": 3, "w2": 2, "w8a8": 8, "w8a8c": 8}
+INT_BITS = {"w8": 8, "w4": 4, "w3": 3, "w2": 2, "w8a8": 8, "w8a8c": 8, "w8a8cf": 8}
 BLOCK_SIZES = (64, 32, 16)    # rows of a MatMul weight sharing one scale in packed storage
 NO_CALIBRATION = "none"
-DYNAMIC_INT8 = {"w8a8": "dynamic", "w8a8c": "dynamic-channel"}
-"""ORT's dynamic int8 kernels: one weight scale per tensor, or one per output column."""
+DYNAMIC_INT8 = {"w8a8": "dynamic", "w8a8c": "dynamic-channel", "w8a8cf": "dynamic-channel-full"}
+"""ORT's dynamic int8 kernels: one weight scale per tensor, or one per output column (7-bit
+or full-range weights, see :data:`.weight_knobs.MATMUL_ONLY_CHOICES`)."""
 MASK_GRAPH_BYTES = 1024
 """A sparse store (1-bit mask + kept entries) must beat the dense one by this much, the
 size of its scatter graph; else pruned weights are stored dense (zeros as ordinary values)."""
@@ -244,12 +245,14 @@ def _run_ort_quantizers(model, todo, modes, calibration, batches) -> onnx.ModelP
         from .calibration import quantize_static_nodes
 
         model = quantize_static_nodes(model, static_nodes, calibration, batches)
-    for mode, per_channel in (("dynamic", False), ("dynamic-channel", True)):
+    for mode, per_channel, reduce_range in (("dynamic", False, False),
+                                            ("dynamic-channel", True, True),
+                                            ("dynamic-channel-full", True, False)):
         dynamic_nodes = nodes_of(mode)
         if dynamic_nodes:
             from .quantize import _quantize_dynamic
 
-            model = _quantize_dynamic(model, dynamic_nodes, per_channel)
+            model = _quantize_dynamic(model, dynamic_nodes, per_channel, reduce_range)
     return model
 
 

@@ -35,7 +35,7 @@ CATASTROPHIC = 0.25
 LADDER = (0.002, 0.005, 0.01, 0.02, 0.05)
 """Total quality-drop allowances of the seed plans, as fractions of the baseline quality."""
 
-FAST_QUANT = ("float", "w8a8", "w8a8c")
+FAST_QUANT = ("float", "w8a8", "w8a8c", "w8a8cf")
 FASTER = 0.95
 NO_SLOWER = 1.10
 """Latency ratios to float: "faster" needs a 5% gain, "no slower" allows 10% (timing noise)."""

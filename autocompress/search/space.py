@@ -26,8 +26,10 @@ def params_to_plan(params: dict, knobs: Sequence[Knob]) -> Plan:
     return Plan(units)
 
 
-ANCHOR_QUANT = ("w8a8c", "w8a8", "w4", "w8")
-"""Uniform quantization settings enqueued as anchors (low-risk, large wins)."""
+ANCHOR_QUANT = ("w8a8cf", "w8a8c", "w8a8", "w4", "w8")
+"""Uniform quantization settings enqueued as anchors (low-risk, large wins). An int8-kernel
+anchor stores embedding tables (no int8 matmul there) as int8 rows, as ONNX Runtime's
+``quantize_dynamic`` does."""
 
 
 def anchor_params(knobs: Sequence[Knob]) -> list[dict]:
@@ -40,10 +42,21 @@ def anchor_params(knobs: Sequence[Knob]) -> list[dict]:
     smallest = {k.key: _most_compressing(k) for k in knobs}
     anchors = [identity, smallest]
     for choice in ANCHOR_QUANT:
-        params = {k.key: (choice if k.name == "quant" and choice in k.choices else k.choices[0])
-                  for k in knobs}
+        params = {k.key: _anchor_choice(k, choice) for k in knobs}
         anchors.append(params)
     return [a for i, a in enumerate(anchors) if a not in anchors[:i]]
+
+
+def _anchor_choice(knob: Knob, quant: str):
+    from ..compression.weight_storage import DYNAMIC_INT8
+
+    if knob.name != "quant":
+        return knob.choices[0]
+    if quant in knob.choices:
+        return quant
+    if quant in DYNAMIC_INT8 and "w8a8" not in knob.choices and "w8" in knob.choices:
+        return "w8"     # a table no int8 kernel reads
+    return knob.choices[0]
 
 
 # Knobs that do not make the artifact smaller: the smallest corner leaves them as they are
