@@ -186,3 +186,31 @@ def test_alternating_starts_from_small_formats_when_formats_alone_cannot_fit():
                for values in itertools.product(*(k.choices for k in knobs))
                if true_size(params := {k.key: v for k, v in zip(knobs, values)}) <= 80.0)
     assert budget_solver.total_drop(found, problem) == pytest.approx(best)
+
+
+def test_budget_seeds_hold_the_float_start_plan_beside_the_least_drop_one():
+    """Formats alone cannot fit 80 bytes: the least-drop plan is 4-bit weights with half of
+    one layer pruned; from float weights it is 95% of both layers pruned, left float (fewer
+    parameters to train). Both are seeds, the least-drop one first."""
+    knobs = [Knob(u, "quant", ("float", "w4"), "q") for u in ("a", "b")] + \
+        [Knob(u, "prune_ratio", (0.0, 0.5, 0.95), "p") for u in ("a", "b")]
+    drops = {("quant", "w4"): 0.001, ("prune_ratio", 0.5): 0.1, ("prune_ratio", 0.95): 0.9}
+    problem = budget_solver.build_problem(
+        knobs, lambda k, c: drops[(k.name, c)],
+        {"size": lambda k, c: 350.0 if k.name == "quant" else 400.0 * c},
+        {"size": 800.0}, {"size": 80.0},
+        lambda k, c: {k.unit: 100.0 * c}, {"a": 100.0, "b": 100.0})
+
+    def weights_after(params):
+        out = {u: 100.0 * (1 - params.get(f"{u}:prune_ratio", 0.0)) for u in ("a", "b")}
+        out[budget_solver.TOTAL] = sum(out.values())
+        return out
+
+    seeds, records = budget_solver.budget_seeds(problem, knobs, ladder=(1.0,),
+                                                weights_after=weights_after)
+    assert [r["start"] for r in records] == ["best", budget_solver.FLOAT_START, "best"]
+    least, heavy = seeds[0], seeds[1]
+    assert least["a:quant"] == least["b:quant"] == "w4"
+    assert sorted([least["a:prune_ratio"], least["b:prune_ratio"]]) == [0.0, 0.5]
+    assert heavy == {"a:quant": "float", "b:quant": "float",
+                     "a:prune_ratio": 0.95, "b:prune_ratio": 0.95}

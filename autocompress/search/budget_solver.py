@@ -242,7 +242,7 @@ ROUNDS = 3
 
 
 def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
-              rounds: int = ROUNDS) -> dict | None:
+              rounds: int = ROUNDS, start: str = "best") -> dict | None:
     """The joint program split in two knapsacks without products, solved in turn: formats
     for a given structure (exact: ``weights_after`` counts the parameters each tensor keeps),
     then structure for the bytes per parameter those formats store, and again. Large models
@@ -254,6 +254,8 @@ def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
     formats = solve(replace(problem, groups=weight_groups), knobs)
     if formats is not None:
         return _alternate_from(formats, problem, knobs, weights_after, rounds, full)
+    if start == FLOAT_START:
+        return _alternate_from(identity, problem, knobs, weights_after, rounds, full)
     # formats alone cannot fit: starting from float weights, the first structure step prunes
     # as if every weight stayed float (digits-cnn at 30 kB: 75% of every channel group
     # pruned, weights left float). Start also from the most compressing formats, whose
@@ -265,6 +267,12 @@ def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
     found = [p for start in (identity, smallest)
              if (p := _alternate_from(start, problem, knobs, weights_after, rounds, full))]
     return min(found, key=lambda p: total_drop(p, problem)) if found else None
+
+
+FLOAT_START = "float"
+"""``alternate(start=...)``: only from float weights (heavier structure: fewer parameters to
+train, so more recovery steps in a time box; MiniLM at 4 MB: 0.33 s per step against 1.1 s
+for the plan that loses least untrained). Budget seeds take both."""
 
 
 def total_drop(params: dict, problem: Problem) -> float:
@@ -328,7 +336,7 @@ def _bytes_per_param(problem: Problem, params: dict) -> dict[str, float]:
 
 def fit(problem: Problem, knobs: Sequence[Knob],
         measure: Callable[[dict], Mapping[str, float]] | None = None,
-        weights_after: Callable | None = None) -> tuple[dict | None, dict]:
+        weights_after: Callable | None = None, start: str = "best") -> tuple[dict | None, dict]:
     """Solve (jointly, or by :func:`alternate` given ``weights_after``), then check the plan
     with ``measure`` (exact numbers per limited resource) and tighten each overshot limit
     until the measured plan fits (at most ``MAX_REFITS``). Returns (params or None, a record
@@ -338,7 +346,7 @@ def fit(problem: Problem, knobs: Sequence[Knob],
     attempts = []
     for _ in range(MAX_REFITS + 1):
         scaled = problem.with_limits(limits)
-        params = (alternate(scaled, knobs, weights_after) if weights_after is not None
+        params = (alternate(scaled, knobs, weights_after, start=start) if weights_after is not None
                   else solve(scaled, knobs))
         if params is None:
             attempts.append({"limits": dict(limits), "result": "no plan within the limits"})
@@ -366,13 +374,18 @@ def budget_seeds(problem: Problem, knobs: Sequence[Knob], measure=None,
                  weights_after: Callable | None = None) -> tuple[list[dict], list[dict]]:
     """Seeds at each fraction of the limits, coarse (one choice per kind of unit: the regular
     shapes recovery training restores best) then per unit (duplicates removed); and what
-    each attempt was."""
+    each attempt was. At the budget itself the coarse plan is also solved from float
+    weights (:data:`FLOAT_START`) when the formats alone cannot fit: which of the two
+    recovers more is for the finalize stage's probes to find."""
     seeds, records = [], []
     for fraction in ladder:
-        for shape in (problem.coarse(), problem):
-            params, record = fit(shape.scaled(fraction), knobs, measure, weights_after)
-            records.append({"fraction": fraction, "coarse": shape.tied, **record,
-                            "found": params is not None})
+        starts = [(problem.coarse(), "best")]
+        if weights_after is not None and fraction == ladder[0]:
+            starts.append((problem.coarse(), FLOAT_START))
+        for shape, start in [*starts, (problem, "best")]:
+            params, record = fit(shape.scaled(fraction), knobs, measure, weights_after, start)
+            records.append({"fraction": fraction, "coarse": shape.tied, "start": start,
+                            **record, "found": params is not None})
             if params is not None and params not in seeds:
                 seeds.append(params)
     return seeds, records
