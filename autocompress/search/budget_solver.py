@@ -247,7 +247,7 @@ def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
     for a given structure (exact: ``weights_after`` counts the parameters each tensor keeps),
     then structure for the bytes per parameter those formats store, and again. Large models
     make the joint program's products too slow for the solver; each knapsack here takes
-    well under a second."""
+    well under a second. ``start``: "best" (see below) or :data:`FLOAT_START`."""
     weight_groups = {g: o for g, o in problem.groups.items() if g[1] == "weight"}
     full = weights_after({k.key: k.choices[0] for k in knobs})
     identity = {k.key: k.choices[0] for k in knobs}
@@ -264,8 +264,8 @@ def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
     for opts in weight_groups.values():
         top = max(opts, key=lambda o: (o.saved.get("size", 0.0), -o.drop))
         smallest[top.knob.key] = top.choice
-    found = [p for start in (identity, smallest)
-             if (p := _alternate_from(start, problem, knobs, weights_after, rounds, full))]
+    found = [p for begin in (identity, smallest)
+             if (p := _alternate_from(begin, problem, knobs, weights_after, rounds, full))]
     return min(found, key=lambda p: total_drop(p, problem)) if found else None
 
 
