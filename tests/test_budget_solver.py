@@ -152,49 +152,13 @@ def test_a_refit_never_more_than_halves_the_limit():
     assert all(b >= 0.5 * a for a, b in zip(limits, limits[1:])) and min(limits) > 0
 
 
-def test_alternating_starts_from_small_formats_when_formats_alone_cannot_fit():
-    """Formats alone reach 100 bytes, the budget is 80: from float weights the structure
-    step would have to prune as if every weight stayed float (it cannot fit at all here);
-    from the most compressing formats it prunes just enough. The result is the exhaustive
-    optimum."""
+def two_layer_instance(heavy: float):
+    """Two 100-parameter layers (4 bytes each as float), w4 saving 350 bytes per layer, a
+    pruning ratio r removing 100 r parameters; the budget is 80 bytes, which formats alone
+    (100 bytes) cannot reach. Returns (knobs, drops, problem, weights_after)."""
     knobs = [Knob(u, "quant", ("float", "w4"), "q") for u in ("a", "b")] + \
-        [Knob(u, "prune_ratio", (0.0, 0.5, 0.75), "p") for u in ("a", "b")]
-    drops = {("quant", "w4"): 0.001, ("prune_ratio", 0.5): 0.1, ("prune_ratio", 0.75): 0.5}
-    per = {"float": 4.0, "w4": 0.5}
-
-    def kept(params, unit):
-        return 100.0 * (1 - params.get(f"{unit}:prune_ratio", 0.0))
-
-    def true_size(params):
-        return sum(kept(params, u) * per[params[f"{u}:quant"]] for u in ("a", "b"))
-
-    problem = budget_solver.build_problem(
-        knobs, lambda k, c: drops[(k.name, c)],
-        {"size": lambda k, c: 350.0 if k.name == "quant" else 400.0 * c},
-        {"size": 800.0}, {"size": 80.0},
-        lambda k, c: {k.unit: 100.0 * c}, {"a": 100.0, "b": 100.0})
-
-    def weights_after(params):
-        full = {k.key: k.choices[0] for k in knobs}
-        out = {u: kept({**full, **params}, u) for u in ("a", "b")}
-        out[budget_solver.TOTAL] = sum(out.values())
-        return out
-
-    found = budget_solver.alternate(problem, knobs, weights_after)
-    assert found is not None and true_size(found) <= 80.0
-    best = min(sum(drops.get((k.split(":")[1], v), 0.0) for k, v in params.items())
-               for values in itertools.product(*(k.choices for k in knobs))
-               if true_size(params := {k.key: v for k, v in zip(knobs, values)}) <= 80.0)
-    assert budget_solver.total_drop(found, problem) == pytest.approx(best)
-
-
-def test_budget_seeds_hold_the_float_start_plan_beside_the_least_drop_one():
-    """Formats alone cannot fit 80 bytes: the least-drop plan is 4-bit weights with half of
-    one layer pruned; from float weights it is 95% of both layers pruned, left float (fewer
-    parameters to train). Both are seeds, the least-drop one first."""
-    knobs = [Knob(u, "quant", ("float", "w4"), "q") for u in ("a", "b")] + \
-        [Knob(u, "prune_ratio", (0.0, 0.5, 0.95), "p") for u in ("a", "b")]
-    drops = {("quant", "w4"): 0.001, ("prune_ratio", 0.5): 0.1, ("prune_ratio", 0.95): 0.9}
+        [Knob(u, "prune_ratio", (0.0, 0.5, heavy), "p") for u in ("a", "b")]
+    drops = {("quant", "w4"): 0.001, ("prune_ratio", 0.5): 0.1, ("prune_ratio", heavy): 0.9}
     problem = budget_solver.build_problem(
         knobs, lambda k, c: drops[(k.name, c)],
         {"size": lambda k, c: 350.0 if k.name == "quant" else 400.0 * c},
@@ -206,6 +170,35 @@ def test_budget_seeds_hold_the_float_start_plan_beside_the_least_drop_one():
         out[budget_solver.TOTAL] = sum(out.values())
         return out
 
+    return knobs, drops, problem, weights_after
+
+
+def test_alternating_starts_from_small_formats_when_formats_alone_cannot_fit():
+    """From float weights the structure step would have to prune as if every weight stayed
+    float (75% of both layers is not enough: no plan at all); from the most compressing
+    formats it prunes just enough. The result is the exhaustive optimum."""
+    knobs, drops, problem, weights_after = two_layer_instance(0.75)
+    per = {"float": 4.0, "w4": 0.5}
+
+    def true_size(params):
+        return sum(100.0 * (1 - params[f"{u}:prune_ratio"]) * per[params[f"{u}:quant"]]
+                   for u in ("a", "b"))
+
+    found = budget_solver.alternate(problem, knobs, weights_after)
+    assert found is not None and true_size(found) <= 80.0
+    assert budget_solver.alternate(problem, knobs, weights_after,
+                                   start=budget_solver.FLOAT_START) is None
+    best = min(sum(drops.get((k.split(":")[1], v), 0.0) for k, v in params.items())
+               for values in itertools.product(*(k.choices for k in knobs))
+               if true_size(params := {k.key: v for k, v in zip(knobs, values)}) <= 80.0)
+    assert budget_solver.total_drop(found, problem) == pytest.approx(best)
+
+
+def test_budget_seeds_hold_the_float_start_plan_beside_the_least_drop_one():
+    """The least-drop plan is 4-bit weights with half of one layer pruned; from float weights
+    it is 95% of both layers pruned, left float (fewer parameters to train). Both are seeds,
+    the least-drop one first."""
+    knobs, _, problem, weights_after = two_layer_instance(0.95)
     seeds, records = budget_solver.budget_seeds(problem, knobs, ladder=(1.0,),
                                                 weights_after=weights_after)
     assert [r["start"] for r in records] == ["best", budget_solver.FLOAT_START, "best"]

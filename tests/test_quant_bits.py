@@ -225,26 +225,31 @@ def cpu_has_int8_dot_product():
     return "avx512_vnni" in text or "avx_vnni" in text
 
 
+def _int8_matmuls(quant: str, tiny, tmp_path, ref):
+    """Both MatMuls of the tiny MLP in ``quant``: fc1's stored scale and codes, and the
+    artifact's largest output error against ``ref``."""
+    artifact = apply_plan(Plan({"fc1": {"quant": quant}, "fc2": {"quant": quant}}), tiny,
+                          tmp_path / f"{quant}.onnx")
+    model = onnx.load(str(artifact.path))
+    assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) == 2
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    error = float(np.abs(outputs(artifact.path, tiny) - ref).max())
+    return inits["fc1.weight_scale"], inits["fc1.weight_quantized"], error
+
+
 def test_per_channel_dynamic_int8_keeps_seven_bits_per_column(tmp_path, tiny):
     """w8a8c: ORT's dynamic int8 with one weight scale per output column, weights kept in
     [-64, 64]. On any CPU it stays within 1% of float; on AVX2 without VNNI, where w8a8's
     u8s8 sums saturate, it is also closer to float than w8a8 (with VNNI the extra bit of
     w8a8 wins, so that comparison holds only where saturation exists)."""
-    ref = torch_outputs(tiny.model, tiny)
-    errors = {}
+    ref, errors = torch_outputs(tiny.model, tiny), {}
     for quant in ("w8a8", "w8a8c"):
-        artifact = apply_plan(Plan({"fc1": {"quant": quant}, "fc2": {"quant": quant}}), tiny,
-                              tmp_path / f"{quant}.onnx")
-        model = onnx.load(str(artifact.path))
-        assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) == 2
-        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        scale, q = inits["fc1.weight_scale"], inits["fc1.weight_quantized"]
+        scale, q, errors[quant] = _int8_matmuls(quant, tiny, tmp_path, ref)
         if quant == "w8a8c":
             assert scale.shape == (q.shape[1],)            # one scale per output column
             assert np.abs(q.astype(int)).max() == 64      # 7-bit symmetric range
         else:
             assert scale.shape == () and np.abs(q).max() == 127
-        errors[quant] = float(np.abs(outputs(artifact.path, tiny) - ref).max())
     assert errors["w8a8c"] < 0.01 * float(np.abs(ref).max())
     if not cpu_has_int8_dot_product():
         assert errors["w8a8c"] < errors["w8a8"]
@@ -254,19 +259,12 @@ def test_full_range_per_channel_int8_uses_all_eight_bits(tmp_path, tiny):
     """w8a8cf: one weight scale per output column and the full [-127, 127] in each column (the
     stored codes, the same on any CPU). Where the CPU has int8 dot products (VNNI), ORT
     computes it exactly, and it is closer to float than the 7-bit w8a8c."""
-    ref = torch_outputs(tiny.model, tiny)
-    errors = {}
+    ref, errors = torch_outputs(tiny.model, tiny), {}
     for quant in ("w8a8c", "w8a8cf"):
-        artifact = apply_plan(Plan({"fc1": {"quant": quant}, "fc2": {"quant": quant}}), tiny,
-                              tmp_path / f"{quant}.onnx")
-        model = onnx.load(str(artifact.path))
-        assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) == 2
-        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        scale, q = inits["fc1.weight_scale"], inits["fc1.weight_quantized"]
+        scale, q, errors[quant] = _int8_matmuls(quant, tiny, tmp_path, ref)
         assert scale.shape == (q.shape[1],)
         column_max = np.abs(q.astype(int)).max(axis=0)
         assert (column_max == (127 if quant == "w8a8cf" else 64)).all()
-        errors[quant] = float(np.abs(outputs(artifact.path, tiny) - ref).max())
     if cpu_has_int8_dot_product():
         assert errors["w8a8cf"] < errors["w8a8c"]
 
