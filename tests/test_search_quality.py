@@ -157,7 +157,10 @@ def test_sensitivity_measures_each_choice_alone_and_is_cached(tmp_path, monkeypa
     assert result.drop(fc1_w2, "w16") == pytest.approx(0.0, abs=0.01)
     prune = next(k for k in knobs if k.name == "prune_ratio")
     assert result.drop(prune, 0.75) > result.drop(prune, 0.25) - 0.01
-    assert result.saved_bytes(fc1_w2, "w8") == pytest.approx(64 * 128 * 3)   # 24 of 32 bits
+    # 24 of 32 bits per weight, less what w8 stores beside the codes: one fp32 scale per
+    # output column (128) and its DequantizeLinear node (measured, not counted from bits)
+    saved = result.saved_bytes(fc1_w2, "w8")
+    assert 64 * 128 * 3 - 128 * 4 - 160 <= saved <= 64 * 128 * 3 - 128 * 4
     # every weight format timed model-wide against float
     formats = {f"{k.name}:{sensitivity.choice_key(c)}" for k in knobs
                if k.name in sensitivity.WEIGHT for c in k.choices[1:]}
