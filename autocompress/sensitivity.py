@@ -199,6 +199,7 @@ class _Probe:
             self.proto = to_opset(export_onnx(self.model, workload))
             matched = match_initializers(self.proto, self.model)
         self.proto_bytes = self.proto.SerializeToString()   # each probe edits a fresh copy
+        self._readers: dict[str, tuple[bytes, int]] = {}   # unit -> its readers' model, bytes
         self.units: dict[str, list[str]] = {}
         self.sizes = {i.name: int(np.prod(i.dims)) for i in self.proto.graph.initializer}
         for init, unit in matched.items():
@@ -302,8 +303,11 @@ class _Probe:
         try:
             import onnx
 
-            local = _readers_model(self.proto, inits)
-            float_bytes = compact_graph(onnx.ModelProto.FromString(local)).ByteSize()
+            if knob.unit not in self._readers:     # once per unit, not per choice
+                local = _readers_model(self.proto, inits)
+                self._readers[knob.unit] = (
+                    local, compact_graph(onnx.ModelProto.FromString(local)).ByteSize())
+            local, float_bytes = self._readers[knob.unit]
             stored = compress_weights(onnx.ModelProto.FromString(local),
                                       {i: _weight_plan(knob, choice) for i in inits})
             return float(float_bytes - compact_graph(stored).ByteSize())

@@ -32,8 +32,8 @@ from torch.nn.utils import parametrize
 from .plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL, Plan
 from .quantize import INT4_BLOCK, OPSET
 from .sparsity import magnitude_prune
-from .weight_storage import (DYNAMIC_INT8, INT_BITS, NO_CALIBRATION, WeightPlan, compress_weights,
-                             packed_reference, role)
+from .weight_storage import (DYNAMIC_INT8, DYNAMIC_MODES, INT_BITS, NO_CALIBRATION, WeightPlan,
+                             compress_weights, packed_reference, role)
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,8 @@ def mirror(onnx_weight: torch.Tensor, kind: str, plan: WeightPlan,
     from .weight_storage import _mode
 
     mode = _mode(plan, kind, calibration)
-    if mode in ("clusters", "static", "dynamic-channel", "dynamic-channel-full"):
+    per_channel_int8 = DYNAMIC_MODES.get(mode, (False, False))[0]
+    if mode in ("clusters", "static") or per_channel_int8:
         return None
     w = onnx_weight
     mask = None

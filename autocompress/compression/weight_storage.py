@@ -41,6 +41,9 @@ NO_CALIBRATION = "none"
 DYNAMIC_INT8 = {"w8a8": "dynamic", "w8a8c": "dynamic-channel", "w8a8cf": "dynamic-channel-full"}
 """ORT's dynamic int8 kernels: one weight scale per tensor, or one per output column (7-bit
 or full-range weights, see :data:`.weight_knobs.MATMUL_ONLY_CHOICES`)."""
+DYNAMIC_MODES = {"dynamic": (False, False), "dynamic-channel": (True, True),
+                 "dynamic-channel-full": (True, False)}
+"""Each dynamic int8 mode's ``quantize_dynamic`` settings: (per_channel, reduce_range)."""
 MASK_GRAPH_BYTES = 1024
 """A sparse store (1-bit mask + kept entries) must beat the dense one by this much, the
 size of its scatter graph; else pruned weights are stored dense (zeros as ordinary values)."""
@@ -245,9 +248,7 @@ def _run_ort_quantizers(model, todo, modes, calibration, batches) -> onnx.ModelP
         from .calibration import quantize_static_nodes
 
         model = quantize_static_nodes(model, static_nodes, calibration, batches)
-    for mode, per_channel, reduce_range in (("dynamic", False, False),
-                                            ("dynamic-channel", True, True),
-                                            ("dynamic-channel-full", True, False)):
+    for mode, (per_channel, reduce_range) in DYNAMIC_MODES.items():
         dynamic_nodes = nodes_of(mode)
         if dynamic_nodes:
             from .quantize import _quantize_dynamic
