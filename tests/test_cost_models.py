@@ -148,21 +148,40 @@ def _mdape(model, pairs) -> float:
     return float(np.median([abs(model.latency_s(g) - y) / y for g, y in pairs]))
 
 
+def _slowed(profile, factor: float):
+    """The profile with every rate divided by factor: a roofline that is wrong by construction."""
+    return dataclasses.replace(
+        profile, peak_ops_per_s={k: v / factor for k, v in profile.peak_ops_per_s.items()},
+        memory_bandwidth_bytes_per_s=profile.memory_bandwidth_bytes_per_s / factor,
+        kernel_overhead_s=profile.kernel_overhead_s * factor)
+
+
 def test_calibration_lowers_the_error_on_held_out_models(timed_models, tmp_path, monkeypatch):
+    # The host roofline can already be within a few percent on one CPU and not on another, so
+    # the claim is pinned where it must hold on any CPU: a roofline ten times too slow.
     monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path))
-    profile = resolve_target("host")
-    model = CalibratedModel.for_device(profile)
+    model = CalibratedModel.for_device(_slowed(resolve_target("host"), 10.0))
     fit, held_out = timed_models[::3] + timed_models[1::3], timed_models[2::3]
     uncalibrated = _mdape(model, held_out)
     assert model.name == "roofline-v0" and model.predict(fit[0][0]).calibration_error is None
+    assert uncalibrated > 2
     for i, (graph, latency) in enumerate(fit):
         model.observe(graph, f"mlp:{i}", latency, None, "host test")
     assert len(fit) >= MIN_SAMPLES and model.name == CALIBRATED_NAME
     calibrated = _mdape(model, held_out)
-    assert calibrated < uncalibrated and calibrated < 0.5
+    assert calibrated < 0.5 and calibrated < uncalibrated / 4
     prediction = model.predict(held_out[0][0])
     assert prediction.calibration_error == model.latency_error_ > 0
     assert prediction.uncertainty is not None and prediction.uncertainty >= 0
+
+
+def test_calibration_on_the_host_profile_stays_usable(timed_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path))
+    model = CalibratedModel.for_device(resolve_target("host"))
+    fit, held_out = timed_models[::3] + timed_models[1::3], timed_models[2::3]
+    for i, (graph, latency) in enumerate(fit):
+        model.observe(graph, f"mlp:{i}", latency, None, "host test")
+    assert model.name == CALIBRATED_NAME and _mdape(model, held_out) < 0.5
 
 
 def test_calibration_persists_per_device_as_json(timed_models, tmp_path, monkeypatch):
