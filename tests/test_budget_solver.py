@@ -134,6 +134,25 @@ def test_coarse_plans_give_every_unit_of_a_kind_one_choice():
     assert budget_solver.kind_of("layers.12.attention.q") == "layers.*.attention.q"
 
 
+def test_coarse_plans_keep_every_block():
+    """Three blocks, each droppable (drop measured alone: tiny) or 4-bit. Per unit, dropping
+    two blocks is the least summed drop; tied, a drop would remove all three at once, which
+    one-at-a-time drops cannot price: the coarse plan keeps depth and stores 4-bit weights."""
+    blocks = [f"layers.{i}" for i in range(3)]
+    knobs = [Knob(b, "drop", (False, True), "d") for b in blocks] + \
+        [Knob(b + ".fc", "quant", ("float", "w4"), "q") for b in blocks]
+    problem = budget_solver.build_problem(
+        knobs, lambda k, c: 0.001 if k.name == "drop" else 0.01,
+        {"size": lambda k, c: 400.0 if k.name == "drop" else 350.0},
+        {"size": 1300.0}, {"size": 500.0}, lambda k, c: {k.unit + ".fc": 100.0},
+        {b + ".fc": 100.0 for b in blocks})
+    fine = solve(problem, knobs)
+    assert sum(fine[f"{b}:drop"] for b in blocks) == 2
+    coarse = solve(problem.coarse(), knobs)
+    assert not any(coarse[f"{b}:drop"] for b in blocks)
+    assert all(coarse[f"{b}.fc:quant"] == "w4" for b in blocks)
+
+
 def test_budget_seeds_hold_coarse_and_per_unit_plans():
     knobs, problem = layered_instance()
     seeds, records = budget_solver.budget_seeds(problem, knobs, ladder=(1.0,))

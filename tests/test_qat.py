@@ -79,7 +79,7 @@ def _fake_weights(model: nn.Module, workload, plan: Plan) -> dict[str, np.ndarra
     for t in fake.targets:
         w = model.get_submodule(t.module).weight.detach()
         out[t.init] = (w.t() if t.transposed else w).contiguous().numpy()
-    assert not fake.via_oracle, "the fast mirror should cover every non-clustered scheme"
+    assert not fake.via_oracle, "the fast mirror should cover every scheme these plans use"
     return out
 
 
@@ -134,7 +134,8 @@ def test_fast_mirror_matches_the_storage_path(kind, shape):
     weight[0] = 0.0                                      # an all-zero channel / row takes scale 1
     plans = [WeightPlan(q) for q in ("w16", "w8", "w4", "w3", "w2", "w8a8")]
     plans += [WeightPlan("w4", sparsity=0.5), WeightPlan("w8", sparsity=0.75),
-              WeightPlan("float", sparsity=0.5), WeightPlan("w2", sparsity=0.5)]
+              WeightPlan("float", sparsity=0.5), WeightPlan("w2", sparsity=0.5),
+              WeightPlan("float", clusters=4), WeightPlan("float", sparsity=0.5, clusters=4)]
     for plan in plans:
         fast = fake_quant.mirror(torch.from_numpy(weight), kind, plan).numpy()
         truth = fake_quant.oracle(weight, kind, plan)
@@ -142,11 +143,13 @@ def test_fast_mirror_matches_the_storage_path(kind, shape):
         assert not np.array_equal(fast, weight), plan    # it really changed the weight
 
 
-def test_clustering_has_no_fast_mirror_and_the_oracle_serves_it():
+def test_clustered_weights_take_the_fast_mirror_and_keep_their_palette():
     weight = np.random.default_rng(2).standard_normal((32, 8)).astype(np.float32)
-    plan = WeightPlan("float", clusters=4)
-    assert fake_quant.mirror(torch.from_numpy(weight), "matmul", plan) is None
-    assert len(np.unique(fake_quant.oracle(weight, "matmul", plan))) == 4
+    for plan in (WeightPlan("float", clusters=4), WeightPlan("float", sparsity=0.5, clusters=4)):
+        fast = fake_quant.mirror(torch.from_numpy(weight), "matmul", plan).numpy()
+        np.testing.assert_array_equal(fast, fake_quant.oracle(weight, "matmul", plan))
+        assert len(np.unique(fast[fast != 0])) == 4
+        assert (plan.sparsity == 0) == bool(np.all(fast != 0))
 
 
 def _fidelity_workload():

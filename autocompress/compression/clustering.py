@@ -24,10 +24,10 @@ def kmeans_1d(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     flat = np.asarray(values, np.float64).reshape(-1)
     if flat.size == 0:     # every entry pruned away: one zero palette entry, no indices
         return np.zeros(1, np.float32), np.zeros(0, np.int64)
-    distinct = np.unique(flat)
+    data = np.sort(flat)      # one sort serves both: a QAT step clusters every palette weight
+    distinct = data[np.concatenate([[True], data[1:] != data[:-1]])]
     if distinct.size <= k:
         return distinct.astype(np.float32), np.searchsorted(distinct, flat).astype(np.int64)
-    data = np.sort(flat)
     prefix = np.concatenate([[0.0], np.cumsum(data)])
     best = None
     for init in (_companded(data, k), np.linspace(data[0], data[-1], k)):

@@ -6,10 +6,11 @@ rebuilds, the gradient flows to the float weight. ``deq`` comes from one of:
 
 - a fast mirror of the storage path (:mod:`.weight_storage` / :mod:`.quantize`): torch for
   INT8/INT4 DequantizeLinear, ORT dynamic int8 and fp16; the storage module's own numpy
-  reference for packed 2/3/4-bit grids; magnitude pruning first when the weight is sparse;
+  reference for packed 2/3/4-bit grids and its k-means for palettes; magnitude pruning
+  first when the weight is sparse;
 - the oracle: :func:`.weight_storage.compress_weights` itself run on a one-node ONNX model
   holding the weight, then the subgraph that rebuilds the weight evaluated (slow; every
-  storage mode, clustering and static calibration included).
+  storage mode and static calibration included).
 
 Before training, each layer's fast mirror is compared with the oracle on its initial
 weights; a layer whose mirror is missing or differs in a single element uses the oracle.
@@ -29,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .clustering import kmeans_1d
 from .plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL, Plan
 from .quantize import INT4_BLOCK, OPSET
 from .sparsity import magnitude_prune
@@ -88,12 +90,12 @@ def find_targets(model: nn.Module, proto: onnx.ModelProto, weights: dict[str, We
 def mirror(onnx_weight: torch.Tensor, kind: str, plan: WeightPlan,
            calibration: str = NO_CALIBRATION) -> torch.Tensor | None:
     """The storage path's rebuilt weight (ONNX layout), computed fast; None where only the
-    oracle knows (clustering, static calibration)."""
+    oracle knows (static calibration, per-channel int8)."""
     from .weight_storage import _mode
 
     mode = _mode(plan, kind, calibration)
     per_channel_int8 = DYNAMIC_MODES.get(mode, (False, False))[0]
-    if mode in ("clusters", "static") or per_channel_int8:
+    if mode == "static" or per_channel_int8:
         return None
     w = onnx_weight
     mask = None
@@ -101,6 +103,15 @@ def mirror(onnx_weight: torch.Tensor, kind: str, plan: WeightPlan,
         pruned = magnitude_prune(w.numpy(), plan.sparsity)
         mask = pruned != 0
         w = torch.from_numpy(pruned)
+    if mode == "clusters":     # palette indices cover the kept entries only
+        values = w.numpy().copy()
+        kept = values[mask] if mask is not None else values.reshape(-1)
+        palette, index = kmeans_1d(kept, plan.clusters)
+        if mask is not None:
+            values[mask] = palette[index]
+        else:
+            values = palette[index].reshape(values.shape)
+        return torch.from_numpy(values)
     if mode == "dq":
         if kind == "gather":
             return _symmetric(w, 8, axis=0)
