@@ -2,7 +2,7 @@
 the figures before this work beside today's.
 
 Usage: .venv/bin/python benchmarks/tight_budget.py [--only demo,digits-plan,digits-small,peers]
-       [--warm] [--digits-small-trials 30] [--run RUN_FOLDER] [--rounds 5]
+       [--warm] [--digits-small-trials 30] [--run RUN_FOLDER] [--rounds 5] [--keep DIR]
 
 - ``demo``: ``autocompress search --target jetson-nano --budget 4MB`` on the default model
   (MiniLM), exactly as ``make demo`` runs it, timed from the command's start (sensitivity
@@ -449,6 +449,8 @@ def main() -> None:
                         help="peers: front points with at least this recorded quality")
     parser.add_argument("--rounds", type=int, default=5, help="peers: timing rounds")
     parser.add_argument("--threads", type=int, default=2, help="peers: ORT intra-op threads")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (run "
+                        "folders, logs, the fresh cache) instead of a temporary one")
     args = parser.parse_args()
     if args.run is not None and not (args.run / "pareto.json").is_file():
         raise SystemExit(f"--run {args.run}: no pareto.json there (a finished run folder)")
@@ -456,7 +458,8 @@ def main() -> None:
     path = RESULTS / "tight_budget.json"
     rows = json.loads(path.read_text())["rows"] if path.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="tight-budget-") as tmp:
-        work = Path(tmp)
+        work = Path(tmp) if args.keep is None else args.keep
+        work.mkdir(parents=True, exist_ok=True)
         for name in wanted:
             print(f"running {name} ...", flush=True)
             if name == "demo":

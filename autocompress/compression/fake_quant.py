@@ -30,12 +30,11 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .clustering import kmeans_1d
 from .plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL, Plan
 from .quantize import INT4_BLOCK, OPSET
 from .sparsity import magnitude_prune
 from .weight_storage import (DYNAMIC_INT8, DYNAMIC_MODES, INT_BITS, NO_CALIBRATION, WeightPlan,
-                             compress_weights, packed_reference, role)
+                             compress_weights, packed_reference, palette_edit, role)
 
 
 @dataclass(frozen=True)
@@ -104,14 +103,7 @@ def mirror(onnx_weight: torch.Tensor, kind: str, plan: WeightPlan,
         mask = pruned != 0
         w = torch.from_numpy(pruned)
     if mode == "clusters":     # palette indices cover the kept entries only
-        values = w.numpy().copy()
-        kept = values[mask] if mask is not None else values.reshape(-1)
-        palette, index = kmeans_1d(kept, plan.clusters)
-        if mask is not None:
-            values[mask] = palette[index]
-        else:
-            values = palette[index].reshape(values.shape)
-        return torch.from_numpy(values)
+        return torch.from_numpy(palette_edit(w.numpy(), mask, plan.clusters)[0])
     if mode == "dq":
         if kind == "gather":
             return _symmetric(w, 8, axis=0)

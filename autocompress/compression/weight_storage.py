@@ -217,14 +217,21 @@ def _compute_float_edits(init: TensorProto, plan: WeightPlan):
         mask = weight != 0
     palette = None
     if plan.clusters > 0:
-        kept = weight[mask] if mask is not None else weight.reshape(-1)
-        values, index = kmeans_1d(kept, plan.clusters)
-        if mask is not None:
-            weight[mask] = values[index]
-        else:
-            weight = values[index].reshape(weight.shape)
-        palette = (values, index)
+        weight, palette = palette_edit(weight, mask, plan.clusters)
     return weight, mask, palette
+
+
+def palette_edit(weight: np.ndarray, mask: np.ndarray | None, k: int):
+    """(``weight`` with its kept entries, every entry without a mask, replaced by their
+    ``k``-entry palette values; (palette, index over the kept entries))."""
+    kept = weight[mask] if mask is not None else weight.reshape(-1)
+    values, index = kmeans_1d(kept, k)
+    if mask is not None:
+        weight = weight.copy()
+        weight[mask] = values[index]
+    else:
+        weight = values[index].reshape(weight.shape)
+    return weight, (values, index)
 
 
 def _set(init: TensorProto, weight: np.ndarray) -> None:
