@@ -41,16 +41,22 @@ def kmeans_1d(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _lloyd(data, prefix, distinct, centres, k) -> tuple[np.ndarray, float]:
-    """Lloyd iterations on sorted 1-D ``data``; empty clusters are re-seeded by :func:`_fill`."""
-    for _ in range(MAX_ITERATIONS):
-        centres = _fill(centres, distinct, k)
-        starts, ends = _segments(data, centres)
-        counts = ends - starts
-        new = (prefix[ends] - prefix[starts])[counts > 0] / counts[counts > 0]
-        if new.size == centres.size and np.array_equal(new, centres):
-            break
-        centres = new
+    """Lloyd iterations on sorted 1-D ``data``; empty clusters are re-seeded by :func:`_fill`.
+    Hundreds of iterations of a few numpy calls on ``k`` values each: QAT clusters every
+    palette weight at every step, so the loop calls :func:`_fill` only when it changes
+    something (centres not ``k`` strictly increasing values)."""
     centres = _fill(centres, distinct, k)
+    ends = np.empty(k, np.int64)
+    ends[-1] = data.size
+    for _ in range(MAX_ITERATIONS):
+        ends[:-1] = np.searchsorted(data, (centres[:-1] + centres[1:]) / 2)
+        starts = np.concatenate(([0], ends[:-1]))
+        counts = ends - starts
+        sums = prefix[ends] - prefix[starts]
+        new = sums / counts if counts.all() else sums[counts > 0] / counts[counts > 0]
+        if new.size == k and np.array_equal(new, centres):
+            break
+        centres = new if new.size == k and (new[1:] > new[:-1]).all() else _fill(new, distinct, k)
     starts, ends = _segments(data, centres)
     inertia = sum(float(((data[a:b] - c) ** 2).sum()) for a, b, c in zip(starts, ends, centres))
     return centres, inertia
