@@ -48,6 +48,13 @@ def _found(complete: list, finals: dict) -> list[dict]:
     return out
 
 
+def kept_share(keeps: float) -> str:
+    """A share rounded down to 0.1%: 0.895 reads 89.5%, never the 90% it falls short of."""
+    import math
+
+    return f"{math.floor(keeps * 1000 + 1e-9) / 10:.1f}%"
+
+
 def message(record: dict) -> str:
     """One or two sentences for the terminal and the reports ('' when the budget is fine)."""
     from .units import format_size, format_time
@@ -59,7 +66,7 @@ def message(record: dict) -> str:
         head = "The budget is too tight for this model: no candidate fits it."
     else:
         head = (f"The budget is too tight for this model: the best model within it keeps "
-                f"{record['keeps']:.0%} of the uncompressed quality "
+                f"{kept_share(record['keeps'])} of the uncompressed quality "
                 f"({record['best_in_budget']:.4f} of {base:.4f}).")
     parts = []
     for level, pick in record["smallest_keeping"].items():

@@ -128,8 +128,15 @@ def test_plain_words_when_the_best_point_keeps_under_ninety_percent():
     assert record["smallest_keeping"]["0.90"]["id"] == 2      # proxies do not count
     assert record["smallest_keeping"]["0.95"]["id"] == 1
     text = record["message"]
-    assert text.startswith("The budget is too tight") and "50%" in text
+    assert text.startswith("The budget is too tight") and "keeps 50.0%" in text
     assert "300.0 kB" not in text and "0.3 kB" in text and "0.5 kB" in text
+
+
+def test_a_share_just_under_ninety_percent_never_reads_ninety():
+    """make demo kept 0.8950 of the uncompressed quality: rounded, that read 'keeps 90%' in a
+    sentence saying the budget is too tight (under 90%)."""
+    assert verdict.kept_share(0.8950) == "89.5%" and verdict.kept_share(0.8999) == "89.9%"
+    assert verdict.kept_share(0.5) == "50.0%" and verdict.kept_share(1.0) == "100.0%"
 
 
 def test_no_plain_words_when_the_budget_is_fine():

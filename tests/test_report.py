@@ -205,7 +205,7 @@ def test_a_too_tight_budget_is_said_first_in_both_reports(run, tmp_path):
     files = write_report(moved)
     lines = [line for line in files.markdown.read_text().splitlines() if line.strip()]
     assert lines[1] == f"**{record['message']}**"
-    assert "50% of the uncompressed quality" in lines[1] and "52.0 kB" in lines[1]
+    assert "50.0% of the uncompressed quality" in lines[1] and "52.0 kB" in lines[1]
     page = files.html.read_text()
     warn = page.index('<p class="warn">')
     assert warn < page.index("<h2>Recommendation</h2>")

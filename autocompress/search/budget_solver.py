@@ -78,7 +78,8 @@ class Problem:
     def coarse(self) -> "Problem":
         """Every unit of one kind takes the same choice; depth stays. Tied, a block's drop (or
         share) would remove every block at once, and drops measured one block at a time add
-        up to far less than that costs: MiniLM at 4 MB, the tied plan dropped 5 of 6 layers."""
+        up to far less than that costs: MiniLM at 4 MB over the sampler's shaped knobs (one
+        layer's drop shaped away), the tied plan dropped the other 5 of 6 layers."""
         groups = {g: [o for o in opts if o.knob.name not in (DROP, SHARE)]
                   for g, opts in self.groups.items()}
         return replace(self, tied=True, groups={g: opts for g, opts in groups.items() if opts})
