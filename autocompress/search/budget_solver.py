@@ -254,7 +254,7 @@ def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
     then structure for the bytes per parameter those formats store, and again. Large models
     make the joint program's products too slow for the solver; each knapsack here takes
     well under a second. ``start``: "best" (see below) or :data:`FLOAT_START`."""
-    weight_groups = {g: o for g, o in problem.groups.items() if g[1] == "weight"}
+    weight_groups = _weight_groups(problem)
     full = weights_after({k.key: k.choices[0] for k in knobs})
     identity = {k.key: k.choices[0] for k in knobs}
     formats = solve(replace(problem, groups=weight_groups), knobs)
@@ -275,6 +275,15 @@ def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
     return min(found, key=lambda p: total_drop(p, problem)) if found else None
 
 
+def _weight_groups(problem: Problem) -> dict:
+    return {g: o for g, o in problem.groups.items() if g[1] == "weight"}
+
+
+def formats_fit(problem: Problem, knobs: Sequence[Knob]) -> bool:
+    """Whether weight formats alone meet the limits (then every start begins from them)."""
+    return solve(replace(problem, groups=_weight_groups(problem)), knobs) is not None
+
+
 FLOAT_START = "float"
 """``alternate(start=...)``: only from float weights (a heavier structure: fewer parameters
 to train, so more recovery steps in a time box). Budget seeds take both; on digits-cnn at
@@ -290,7 +299,7 @@ def total_drop(params: dict, problem: Problem) -> float:
 
 def _alternate_from(formats: dict, problem: Problem, knobs, weights_after, rounds: int,
                     full: dict) -> dict | None:
-    weight_groups = {g: o for g, o in problem.groups.items() if g[1] == "weight"}
+    weight_groups = _weight_groups(problem)
     structure_groups = {g: o for g, o in problem.groups.items() if g[1] == "structure"}
     identity = {k.key: k.choices[0] for k in knobs}
     best = None
@@ -386,9 +395,11 @@ def budget_seeds(problem: Problem, knobs: Sequence[Knob], measure=None,
     recovers more is for the finalize stage's probes to find."""
     seeds, records = [], []
     for fraction in ladder:
-        starts = [(problem.coarse(), "best")]
-        if weights_after is not None and fraction == ladder[0]:
-            starts.append((problem.coarse(), FLOAT_START))
+        coarse = problem.coarse()
+        starts = [(coarse, "best")]
+        if weights_after is not None and fraction == ladder[0] and \
+                not formats_fit(coarse.scaled(fraction), knobs):
+            starts.append((coarse, FLOAT_START))
         for shape, start in [*starts, (problem, "best")]:
             params, record = fit(shape.scaled(fraction), knobs, measure, weights_after, start)
             records.append({"fraction": fraction, "coarse": shape.tied, "start": start,
