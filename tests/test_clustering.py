@@ -10,7 +10,7 @@ from onnx import TensorProto
 
 from autocompress.compression import packing
 from autocompress.compression.apply import apply_plan
-from autocompress.compression.clustering import kmeans_1d
+from autocompress.compression.clustering import kmeans_1d, kmeans_many
 from autocompress.compression.plan import Plan
 from autocompress.compression.sparsity import magnitude_prune
 from tests.tiny_workload import N_FC1, make_workload, torch_outputs
@@ -79,3 +79,23 @@ def test_clustered_plans_give_the_same_bytes(tmp_path, tiny):
     a = apply_plan(plan, tiny, tmp_path / "a.onnx")
     b = apply_plan(plan, tiny, tmp_path / "b.onnx")
     assert a.sha256 == b.sha256
+
+
+def test_clustering_many_weights_together_gives_each_its_own_answer():
+    """kmeans_many (QAT's one call per step) equals kmeans_1d one weight at a time, element
+    for element, whatever the mix of sizes, k, dtypes and degenerate inputs."""
+    rng = np.random.default_rng(5)
+    items = [(rng.standard_normal(3000).astype(np.float32), 16),
+             (rng.laplace(size=500) * 0.01, 16),
+             (np.repeat(np.float32([1.0, -2.0, 0.5]), 40), 16),        # fewer values than k
+             (np.zeros(0, np.float32), 4),                              # pruned away
+             (rng.standard_t(3, 20000).astype(np.float32), 64),
+             (rng.integers(-30, 30, 4000).astype(np.float32), 16),      # many ties
+             (rng.standard_normal(800).astype(np.float32), 4)]
+    together = kmeans_many(items)
+    assert len(together) == len(items)
+    for (values, k), (palette, index) in zip(items, together):
+        alone = kmeans_1d(values, k)
+        np.testing.assert_array_equal(palette, alone[0])
+        np.testing.assert_array_equal(index, alone[1])
+        assert palette.dtype == np.float32 and index.dtype == np.int64

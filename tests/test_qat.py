@@ -101,6 +101,18 @@ def test_fake_quant_equals_artifact_after_qat(tmp_path):
     _check_same_numbers(trained, workload, MLP_PLAN, tmp_path, 3)
 
 
+def test_palette_weights_equal_the_artifact_after_qat(tmp_path):
+    """Palette weights are clustered together once per step (one k-means call for every
+    weight); after training they still hold exactly the artifact's numbers."""
+    plan = Plan({"fc1": {"clusters": 16, "sparsity": 0.5}, "fc2": {"clusters": 4},
+                 "head": {"clusters": 16}})
+    workload = make_workload()
+    trained = finetune(plan, workload, QATConfig(steps=5, lr=1e-2))
+    assert not np.allclose(trained.fc2.weight.detach().numpy(),
+                           workload.model.fc2.weight.detach().numpy())   # training moved them
+    _check_same_numbers(trained, workload, plan, tmp_path, 3)
+
+
 def test_fake_quant_equals_artifact_on_cnn_and_embedding(tmp_path):
     class Net(nn.Module):
         def __init__(self):

@@ -8,6 +8,8 @@ few percent of scikit-learn's KMeans, at a fraction of its time on a 12M-entry t
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 CLUSTER_CHOICES = (0, 64, 16)   # most compressing last: the search anchors take choices[-1]
@@ -21,45 +23,106 @@ def kmeans_1d(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ``k' == k`` unless the values have fewer than ``k`` distinct entries (then one palette
     entry per distinct value). The palette is sorted ascending.
     """
-    flat = np.asarray(values, np.float64).reshape(-1)
-    if flat.size == 0:     # every entry pruned away: one zero palette entry, no indices
-        return np.zeros(1, np.float32), np.zeros(0, np.int64)
-    data = np.sort(flat)      # one sort serves both: a QAT step clusters every palette weight
-    distinct = data[np.concatenate([[True], data[1:] != data[:-1]])]
-    if distinct.size <= k:
-        return distinct.astype(np.float32), np.searchsorted(distinct, flat).astype(np.int64)
-    prefix = np.concatenate([[0.0], np.cumsum(data)])
-    best = None
-    for init in (_companded(data, k), np.linspace(data[0], data[-1], k)):
-        centres, inertia = _lloyd(data, prefix, distinct, init, k)
-        if best is None or inertia < best[1]:
-            best = (centres, inertia)
-    palette = best[0].astype(np.float32)
-    bounds = (palette[:-1].astype(np.float64) + palette[1:]) / 2
-    index = np.searchsorted(bounds, flat, side="left")
-    return palette, index.astype(np.int64)
+    return kmeans_many([(values, k)])[0]
 
 
-def _lloyd(data, prefix, distinct, centres, k) -> tuple[np.ndarray, float]:
-    """Lloyd iterations on sorted 1-D ``data``; empty clusters are re-seeded by :func:`_fill`.
-    Hundreds of iterations of a few numpy calls on ``k`` values each: QAT clusters every
-    palette weight at every step, so the loop calls :func:`_fill` only when it changes
-    something (centres not ``k`` strictly increasing values)."""
-    centres = _fill(centres, distinct, k)
-    ends = np.empty(k, np.int64)
-    ends[-1] = data.size
+def kmeans_many(items: Sequence[tuple[np.ndarray, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`kmeans_1d` of each (values, k), element for element the same as one at a time.
+
+    QAT clusters every palette weight of a model at every step; Lloyd's loop costs its
+    numpy calls, not its arithmetic, so the weights of one ``k`` iterate together."""
+    results: list = [None] * len(items)
+    pending: dict[int, list[_Sorted]] = {}
+    for i, (values, k) in enumerate(items):
+        flat = np.asarray(values).reshape(-1)
+        if flat.size == 0:     # every entry pruned away: one zero palette entry, no indices
+            results[i] = (np.zeros(1, np.float32), np.zeros(0, np.int64))
+            continue
+        item = _Sorted(i, flat)
+        if item.distinct.size <= k:
+            results[i] = (item.distinct.astype(np.float32),
+                          np.searchsorted(item.distinct, flat).astype(np.int64))
+        else:
+            pending.setdefault(k, []).append(item)
+    for k, group in pending.items():
+        for item, centres in zip(group, _lloyd(group, k)):
+            palette = centres.astype(np.float32)
+            bounds = (palette[:-1].astype(np.float64) + palette[1:]) / 2
+            index = np.searchsorted(bounds, item.flat, side="left")
+            results[item.position] = (palette, index.astype(np.int64, copy=False))
+    return results
+
+
+class _Sorted:
+    """One weight's values sorted (float64), their distinct values and prefix sums."""
+
+    def __init__(self, position: int, flat: np.ndarray):
+        self.position = position
+        self.flat = flat
+        # float32 weights sort in their own type: the order of their exact float64 values
+        data = np.sort(flat if flat.dtype in (np.float32, np.float64) else flat.astype(np.float64))
+        self.data = data.astype(np.float64, copy=False)
+        self.distinct = self.data[np.concatenate([[True], self.data[1:] != self.data[:-1]])]
+
+    def starts(self, k: int) -> list[np.ndarray]:
+        """The two deterministic starts, companded quantiles first (it wins ties)."""
+        return [_companded(self.data, k), np.linspace(self.data[0], self.data[-1], k)]
+
+
+def _lloyd(group: Sequence[_Sorted], k: int) -> list[np.ndarray]:
+    """Lloyd iterations from both starts of every weight in ``group``, in lockstep; the
+    centres of the start with the lower squared error, per weight.
+
+    Each start follows exactly the sequence it would alone: a start that converged is a
+    fixed point, so iterating it again changes nothing, and a weight whose starts both
+    converged is not searched again. Empty clusters are re-seeded by :func:`_fill`."""
+    owner = np.repeat(np.arange(len(group)), 2)
+    centres = np.stack([_fill(s, item.distinct, k) for item in group for s in item.starts(k)])
+    prefixes = [np.concatenate([[0.0], np.cumsum(item.data)]) for item in group]
+    offsets = np.cumsum([0] + [p.size for p in prefixes])[:-1][owner][:, None]
+    prefix = np.concatenate(prefixes)
+    sizes = np.array([item.data.size for item in group])[owner][:, None]
+    cuts = np.empty((len(owner), k - 1), np.int64)
+    done = np.zeros(len(owner), bool)
     for _ in range(MAX_ITERATIONS):
-        ends[:-1] = np.searchsorted(data, (centres[:-1] + centres[1:]) / 2)
-        starts = np.concatenate(([0], ends[:-1]))
-        counts = ends - starts
-        sums = prefix[ends] - prefix[starts]
-        new = sums / counts if counts.all() else sums[counts > 0] / counts[counts > 0]
-        if new.size == k and np.array_equal(new, centres):
+        mids = (centres[:, :-1] + centres[:, 1:]) / 2
+        for w in np.flatnonzero(~(done[0::2] & done[1::2])):
+            cuts[2 * w:2 * w + 2] = np.searchsorted(group[w].data, mids[2 * w:2 * w + 2].ravel()
+                                                    ).reshape(2, k - 1)
+        ends = np.concatenate([cuts, sizes], axis=1)
+        begins = np.concatenate([np.zeros_like(sizes), cuts], axis=1)
+        counts = ends - begins
+        sums = prefix[offsets + ends] - prefix[offsets + begins]
+        full = counts.all(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            new = sums / counts
+        done |= full & (new == centres).all(axis=1)
+        if done.all():
             break
-        centres = new if new.size == k and (new[1:] > new[:-1]).all() else _fill(new, distinct, k)
-    starts, ends = _segments(data, centres)
-    inertia = sum(float(((data[a:b] - c) ** 2).sum()) for a, b, c in zip(starts, ends, centres))
-    return centres, inertia
+        rising = full & (new[:, 1:] > new[:, :-1]).all(axis=1)
+        centres[~done & rising] = new[~done & rising]
+        for r in np.flatnonzero(~done & ~rising):
+            centres[r] = _next(sums[r], counts[r], group[owner[r]].distinct, k)
+    best = []
+    for w, item in enumerate(group):
+        errors = [_inertia(item.data, row) for row in centres[2 * w:2 * w + 2]]
+        best.append(centres[2 * w + int(errors[1] < errors[0])])    # ties: the first start
+    return best
+
+
+def _inertia(data: np.ndarray, centres: np.ndarray) -> float:
+    begins, ends = _segments(data, centres)
+    return sum(float(((data[a:b] - c) ** 2).sum()) for a, b, c in zip(begins, ends, centres))
+
+
+def _next(sums, counts, distinct, k) -> np.ndarray:
+    """One start's next centres: the cluster means, topped up where a cluster emptied or
+    the means stopped increasing strictly."""
+    kept = counts > 0
+    new = sums[kept] / counts[kept]
+    if new.size == k and (new[1:] > new[:-1]).all():
+        return new
+    return _fill(new, distinct, k)
 
 
 def _companded(data: np.ndarray, k: int) -> np.ndarray:

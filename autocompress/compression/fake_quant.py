@@ -1,13 +1,13 @@
 """Fake quantization in torch that reproduces the artifact's stored weights exactly (for QAT).
 
-Each weight the plan compresses is rewritten on the fly as ``w + (deq(w) - w).detach()``
+Each weight the plan compresses is rewritten on the fly as ``deq(w) + (w - w.detach())``
 (straight-through estimator): the forward pass sees exactly the numbers the ONNX artifact
 rebuilds, the gradient flows to the float weight. ``deq`` comes from one of:
 
 - a fast mirror of the storage path (:mod:`.weight_storage` / :mod:`.quantize`): torch for
-  INT8/INT4 DequantizeLinear, ORT dynamic int8 and fp16; the storage module's own numpy
-  reference for packed 2/3/4-bit grids and its k-means for palettes; magnitude pruning
-  first when the weight is sparse;
+  INT8/INT4 DequantizeLinear, ORT dynamic int8, fp16 and the packed 2/3/4-bit grids; the
+  storage module's own k-means for palettes (every palette weight of the model in one call
+  per step); magnitude pruning first when the weight is sparse;
 - the oracle: :func:`.weight_storage.compress_weights` itself run on a one-node ONNX model
   holding the weight, then the subgraph that rebuilds the weight evaluated (slow; every
   storage mode and static calibration included).
@@ -34,7 +34,7 @@ from .plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL, Plan
 from .quantize import INT4_BLOCK, OPSET
 from .sparsity import magnitude_prune
 from .weight_storage import (DYNAMIC_INT8, DYNAMIC_MODES, INT_BITS, NO_CALIBRATION, WeightPlan,
-                             compress_weights, packed_reference, palette_edit, role)
+                             compress_weights, packed_view, palette_edit, palette_edits, role)
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def mirror(onnx_weight: torch.Tensor, kind: str, plan: WeightPlan,
     if mode == "dynamic":
         deq = _ort_per_tensor_int8(w)
     elif mode == "packed":
-        deq = torch.from_numpy(packed_reference(w.numpy(), INT_BITS[plan.quant], kind, mask))
+        deq = _packed(w, INT_BITS[plan.quant], kind)
     elif mode == "fp16":
         deq = w.half().float()
     else:   # "sparse" (float values, pruned) or "none"
@@ -128,6 +128,18 @@ def _symmetric(w: torch.Tensor, bits: int, axis: int) -> torch.Tensor:
     amax = w.abs().amax(dim=dims, keepdim=True)
     scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
     return torch.clamp(torch.round(w / scale), -qmax - 1, qmax) * scale
+
+
+def _packed(w: torch.Tensor, bits: int, kind: str) -> torch.Tensor:
+    """weight_storage.packed_reference in torch: a scale per block or channel, rounded to
+    fp16 (at least 2**-14), codes in [-qmax, qmax]."""
+    shape, reduce = packed_view(tuple(w.shape), kind)
+    view = w.reshape(shape)
+    qmax = 2 ** (bits - 1) - 1
+    amax = view.abs().amax(dim=reduce, keepdim=True)
+    scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    scale = torch.clamp(scale.half(), min=2 ** -14).float()
+    return (torch.clamp(torch.round(view / scale), -qmax, qmax) * scale).reshape(w.shape)
 
 
 def _blocked_int4(w: torch.Tensor) -> torch.Tensor:
@@ -240,7 +252,9 @@ class _FakeQuantWeight(nn.Module):
             deq = self.dequant(w.t().contiguous()).t()
         else:
             deq = self.dequant(w)
-        return weight + (deq - weight).detach()
+        # exactly deq forward (w + (deq - w) rounds to a neighbour of deq when they are far
+        # apart, as a 4-entry palette's are), identity gradient to the float weight
+        return deq + (weight - weight.detach())
 
 
 class FakeQuant:
@@ -251,6 +265,7 @@ class FakeQuant:
         self.targets = targets
         self.via_oracle: list[str] = []
         self._hooks = []
+        self._palettes = _Palettes(model)
         for target in targets:
             module = model.get_submodule(target.module)
             dequant = self._choose(target, module.weight.detach())
@@ -262,11 +277,16 @@ class FakeQuant:
                     lambda _m, args: (dynamic_quant_activation(args[0]), *args[1:])))
 
     def _choose(self, target: Target, weight: torch.Tensor):
+        from .weight_storage import _mode
+
         onnx_w = weight.t().contiguous() if target.transposed else weight
         args = (target.kind, target.plan, target.calibration)
         fast = mirror(onnx_w, *args)
         truth = oracle(onnx_w.numpy(), *args, target.groups)
         if fast is not None and np.array_equal(fast.numpy(), truth):
+            if _mode(target.plan, target.kind, target.calibration) == "clusters":
+                self._palettes.add(target)
+                return lambda w: self._palettes.rebuilt(target, w)
             return lambda w: mirror(w, *args)
         self.via_oracle.append(target.module)
         return lambda w: torch.from_numpy(oracle(w.numpy(), *args, target.groups))
@@ -278,3 +298,46 @@ class FakeQuant:
             parametrize.remove_parametrizations(self.model.get_submodule(target.module), "weight",
                                                 leave_parametrized=False)
         return self.model
+
+
+class _Palettes:
+    """The palette weights of a model, all clustered together the first time one of them is
+    asked for after the weights changed (an optimizer step): :func:`palette_edits` in one
+    call, not one k-means per weight. The same numbers as :func:`mirror`, checked by
+    comparing each weight with the one that was clustered."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.targets: list[Target] = []
+        self.rebuilt_by_init: dict[str, tuple[np.ndarray, torch.Tensor]] = {}
+
+    def add(self, target: Target) -> None:
+        self.targets.append(target)
+
+    def rebuilt(self, target: Target, onnx_weight: torch.Tensor) -> torch.Tensor:
+        weight = onnx_weight.numpy()
+        hit = self.rebuilt_by_init.get(target.init)
+        if hit is None or not np.array_equal(hit[0], weight):
+            self._cluster_all()
+            hit = self.rebuilt_by_init.get(target.init)
+        if hit is None or not np.array_equal(hit[0], weight):   # not the module's own weight
+            return mirror(onnx_weight, target.kind, target.plan, target.calibration)
+        return hit[1]
+
+    def _cluster_all(self) -> None:
+        inputs, items = [], []
+        for target in self.targets:
+            module = self.model.get_submodule(target.module)
+            weight = (module.parametrizations.weight.original if parametrize.is_parametrized(
+                module, "weight") else module.weight).detach()   # before registration: float
+            weight = (weight.t().contiguous() if target.transposed else weight).numpy().copy()
+            mask = None
+            kept = weight
+            if target.plan.sparsity > 0:
+                kept = magnitude_prune(weight, target.plan.sparsity)
+                mask = kept != 0
+            inputs.append(weight)
+            items.append((kept, mask, target.plan.clusters))
+        self.rebuilt_by_init = {
+            target.init: (weight, torch.from_numpy(edit))
+            for target, weight, (edit, _) in zip(self.targets, inputs, palette_edits(items))}

@@ -32,7 +32,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from . import onnx_graph, packing
-from .clustering import kmeans_1d
+from .clustering import kmeans_many
 from .sparsity import magnitude_prune
 
 INT_BITS = {"w8": 8, "w4": 4, "w3": 3, "w2": 2, "w8a8": 8, "w8a8c": 8, "w8a8cf": 8}
@@ -224,14 +224,23 @@ def _compute_float_edits(init: TensorProto, plan: WeightPlan):
 def palette_edit(weight: np.ndarray, mask: np.ndarray | None, k: int):
     """(``weight`` with its kept entries, every entry without a mask, replaced by their
     ``k``-entry palette values; (palette, index over the kept entries))."""
-    kept = weight[mask] if mask is not None else weight.reshape(-1)
-    values, index = kmeans_1d(kept, k)
-    if mask is not None:
-        weight = weight.copy()
-        weight[mask] = values[index]
-    else:
-        weight = values[index].reshape(weight.shape)
-    return weight, (values, index)
+    return palette_edits([(weight, mask, k)])[0]
+
+
+def palette_edits(items):
+    """:func:`palette_edit` of each (weight, mask, k), clustered together (QAT rebuilds
+    every palette weight of a model at every step)."""
+    kept = [weight[mask] if mask is not None else weight.reshape(-1) for weight, mask, _ in items]
+    edits = []
+    for (weight, mask, _), (values, index) in zip(
+            items, kmeans_many([(v, k) for v, (_, _, k) in zip(kept, items)])):
+        if mask is not None:
+            weight = weight.copy()
+            weight[mask] = values[index]
+        else:
+            weight = values[index].reshape(weight.shape)
+        edits.append((weight, (values, index)))
+    return edits
 
 
 def _set(init: TensorProto, weight: np.ndarray) -> None:
@@ -325,17 +334,22 @@ def packed_grid(weight: np.ndarray, bits: int, kind: str):
     of B rows of a MatMul column ([K, N] viewed as [K/B, B, N]; per column when no block
     divides K), an output channel of a Conv, a row of an embedding table, a gate row of a
     recurrent weight ([D, G*H, I] viewed as [D*G*H, I])."""
-    kind = onnx_graph.base_kind(kind)
-    if kind == "recurrent":
-        view, reduce = weight.reshape(-1, weight.shape[-1]), (1,)
-    elif kind == "matmul":
-        k, n = weight.shape
-        block = next((b for b in BLOCK_SIZES if k % b == 0 and k > b), k)
-        view, reduce = weight.reshape(k // block, block, n), (1,)
-    else:
-        view, reduce = weight, tuple(range(1, weight.ndim))
+    shape, reduce = packed_view(weight.shape, kind)
+    view = weight.reshape(shape)
     q, scale = _symmetric(view, bits, reduce, fp16_scale=True)
     return view, q, scale
+
+
+def packed_view(shape: tuple, kind: str) -> tuple[tuple, tuple]:
+    """(view shape, axes one scale spans) of :func:`packed_grid` (shared with QAT's mirror)."""
+    kind = onnx_graph.base_kind(kind)
+    if kind == "recurrent":
+        return (-1, shape[-1]), (1,)
+    if kind == "matmul":
+        k, n = shape
+        block = next((b for b in BLOCK_SIZES if k % b == 0 and k > b), k)
+        return (k // block, block, n), (1,)
+    return tuple(shape), tuple(range(1, len(shape)))
 
 
 def packed_reference(weight: np.ndarray, bits: int, kind: str, mask=None) -> np.ndarray:
