@@ -517,6 +517,7 @@ def _document(config, run_dir, profile, workload, study, knobs, evaluator,
     document["study"]["hypervolume"] = _hypervolume(complete, baseline)
     document["finalize"] = {"seconds": finalize.box(config.finalize_s, config.budget),
                             "training_data": workload.training_source,
+                            "probes_ranked_by": ["quality", *workload.held_details],
                             "finals": {str(n): r for n, r in sorted((finals or {}).items())},
                             "probes": finalize.records(study)[0]}
     if budget_plans.SEEDS_ATTR in study.user_attrs:

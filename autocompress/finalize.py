@@ -8,7 +8,8 @@ takes thousands. After the search, within a time box (``--finalize 20m``):
    structurally heavy plan keeps little quality untrained but may recover the most);
 2. a short probe run of each (``PROBE_SHARE`` of the box, split among them) estimates its
    *recovered* quality;
-3. the best probe gets the long run with what is left of the box (QAT: every stored weight
+3. the best probe (by the lowest of its quality and the workload's ``held_details``)
+   gets the long run with what is left of the box (QAT: every stored weight
    fake-quantized exactly, :mod:`compression.qat`, on the workload's training set). Its
    artifact and numbers replace the untrained ones on the front; both qualities are kept.
 
@@ -139,11 +140,12 @@ def run(study, budget, evaluator, config: FinalizeConfig, run_dir: Path,
             progress(f"probe of trial {trial.number} done",
                      min(1.0, (time.monotonic() - box_start) / config.seconds), record["quality"])
     ranked = sorted((t for t in chosen if t.number in probes),
-                    key=lambda t: (-probes[t.number]["quality"], t.number))
+                    key=lambda t: (-held_quality(probes[t.number], workload), t.number))
     if not ranked or ranked[0].number in finals:
         return finals
     best = ranked[0]
-    overheads = [r["seconds"] - r["train_seconds"] for r in probes.values() if "train_seconds" in r]
+    overheads = [r["seconds"] - r["steps"] * _step_seconds(r) for r in probes.values()
+                 if "train_seconds" in r]
     overhead = max(overheads) if overheads else OVERHEAD_SHARE * config.seconds
     seconds = deadline - time.monotonic() - overhead
     if seconds <= 0:
@@ -154,13 +156,29 @@ def run(study, budget, evaluator, config: FinalizeConfig, run_dir: Path,
     probe = probes[best.number]     # its real seconds per step (varied batch lengths) bound ours
     record = _train(best, evaluator, config, seconds, MIN_FINAL_STEPS, destination,
                     _reporter(progress, f"recovery of trial {best.number}", box_start, config),
-                    probe.get("train_seconds", 0.0) / max(probe.get("steps", 1), 1))
+                    _step_seconds(probe))
     record["artifact"] = str(Path("artifacts") / destination.name)
     record["probe_quality"] = probes[best.number]["quality"]
     record["untrained_quality"] = best.user_attrs["metrics"]["quality"]
     finals[best.number] = record
     study.set_user_attr(FINAL + str(best.number), record)
     return finals
+
+
+def held_quality(record: dict, workload) -> float:
+    """What the probes are ranked by: the lowest of the quality and the workload's
+    ``held_details`` (a plan whose Spearman lags its cosine ranks by its Spearman)."""
+    details = record.get("quality_details") or {}
+    return min([record["quality"], *(details[d] for d in workload.held_details if d in details)])
+
+
+def _step_seconds(record: dict) -> float:
+    """A run's seconds per training step, its start-up left out (building the QAT student
+    and checking its mirrors took a sixth of a MiniLM probe; counted in the overhead
+    instead). Records from before ``step_seconds`` was kept: training time over steps."""
+    if record.get("step_seconds"):
+        return record["step_seconds"]
+    return record.get("train_seconds", 0.0) / max(record.get("steps", 1), 1)
 
 
 def _plan(trial) -> Plan:
@@ -192,8 +210,8 @@ def _train(trial, evaluator, config: FinalizeConfig, seconds: float, min_steps: 
            path: Path, progress, measured_per_step: float = 0.0) -> dict:
     """One time-boxed recovery run of a trial's plan: its artifact and measured numbers.
     Steps: the box over the slower of a few timed steps and ``measured_per_step`` (a
-    probe's whole training time over its steps: batch lengths vary, so a few steps alone
-    underestimate)."""
+    probe's seconds per step over all its steps: batch lengths vary, so a few steps alone
+    underestimate). ``step_seconds`` records this run's own rate, start-up left out."""
     from .compression import distill
 
     workload = evaluator.workload
@@ -203,9 +221,18 @@ def _train(trial, evaluator, config: FinalizeConfig, seconds: float, min_steps: 
     steps = min(MAX_STEPS, max(min_steps, int(seconds / per_step)))
     settings = qat_config(config, steps, distill.output_kind(workload))
     train_began = time.perf_counter()
-    artifact, numbers = evaluator.evaluate_qat(plan, settings, progress, path=path)
+    marks: list[float] = []
+
+    def on_step(step: int, loss: float) -> None:
+        marks.append(time.perf_counter())
+        if progress is not None:
+            progress(step, loss)
+
+    artifact, numbers = evaluator.evaluate_qat(plan, settings, on_step, path=path)
+    step_seconds = (marks[-1] - marks[0]) / (len(marks) - 1) if len(marks) > 1 else per_step
     return {"trial": trial.number, "plan_digest": plan.digest(), "steps": steps,
-            "seconds_per_step": per_step, "seconds": time.perf_counter() - began,
+            "seconds_per_step": per_step, "step_seconds": step_seconds,
+            "seconds": time.perf_counter() - began,
             "train_seconds": numbers["timings_s"].get("qat", time.perf_counter() - train_began),
             **numbers, "training_data": workload.training_source}
 
@@ -242,8 +269,8 @@ def final_point(trial, record: dict) -> dict:
                         "artifact_sha256": untrained["artifact_sha256"],
                         "fidelity": trial.user_attrs["metrics"].get("fidelity", "full")}
     out["recovery"] = {k: record.get(k) for k in (
-        "steps", "seconds", "train_seconds", "seconds_per_step", "config", "training_data",
-        "probe_quality", "final_loss")}
+        "steps", "seconds", "train_seconds", "seconds_per_step", "step_seconds", "config",
+        "training_data", "probe_quality", "final_loss")}
     return out
 
 

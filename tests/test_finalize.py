@@ -81,6 +81,8 @@ def test_the_recovered_point_is_its_artifact_and_keeps_both_qualities(finished):
     assert point["untrained"]["artifact_sha256"] != point["artifact_sha256"]
     assert point["quality"] >= point["untrained"]["quality"]    # a worse final is not shown
     assert point["recovery"]["steps"] >= finalize.MIN_FINAL_STEPS
+    recovery = point["recovery"]      # its own step rate, start-up left out
+    assert 0 < recovery["step_seconds"] * (recovery["steps"] - 1) <= recovery["train_seconds"]
     assert point["size_bytes"] <= 10_000 and point["artifact"].endswith("-final.onnx")
     workload = make_workload()
     outputs = run_batches(make_session(run / point["artifact"]), workload.evaluation)
@@ -165,3 +167,23 @@ def test_candidates_are_the_best_then_the_budget_seeds_in_order(finished, tmp_pa
                                                       for t in seeds]})
     chosen = finalize.candidates(study, budget, 3)
     assert [t.number for t in chosen] == [fits[0].number, seeds[0].number, seeds[1].number]
+
+
+def test_step_seconds_leave_start_up_out_and_read_older_records():
+    assert finalize._step_seconds({"step_seconds": 0.5, "train_seconds": 70.0, "steps": 100}) == 0.5
+    assert finalize._step_seconds({"train_seconds": 70.0, "steps": 100}) == 0.7
+
+
+def test_probes_rank_by_the_lowest_held_quality():
+    """The numbers of stop 25's demo probes: by cosine alone the winner's lagging Spearman
+    would be trained longest; by the lowest of the two the coarse seed is."""
+    from types import SimpleNamespace
+
+    winner = {"quality": 0.8203, "quality_details": {"cosine_mean": 0.8203, "spearman": 0.7806}}
+    coarse = {"quality": 0.8145, "quality_details": {"cosine_mean": 0.8145, "spearman": 0.8072}}
+    minilm_like = SimpleNamespace(held_details=("spearman",))
+    assert finalize.held_quality(winner, minilm_like) == 0.7806
+    assert finalize.held_quality(coarse, minilm_like) > finalize.held_quality(winner, minilm_like)
+    plain = SimpleNamespace(held_details=())
+    assert finalize.held_quality(winner, plain) == 0.8203 > finalize.held_quality(coarse, plain)
+    assert finalize.held_quality({"quality": 0.5}, minilm_like) == 0.5   # no details recorded

@@ -83,6 +83,11 @@ class Workload:
     """What was done to a user's ONNX file before compression (onnx_prepare.py), in words."""
     techniques_path: str = ""
     """Why only some techniques apply to this model (an ONNX file kept as ONNX), in words."""
+    held_details: tuple[str, ...] = ()
+    """Quality details on the quality's own scale that a user needs held as high as the
+    quality itself (MiniLM: Spearman beside mean cosine). The finalize stage ranks its
+    probes by the lowest of them and the quality: the plan it trains longest is the one
+    most likely to keep all of them."""
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.onnx_path is None):

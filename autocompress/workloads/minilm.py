@@ -446,6 +446,7 @@ def make_minilm_workload(n_calibration: int = 640, n_evaluation: int = 256, batc
                          "calibration or evaluation sentence"),
         vocab_fallback_id=load_tokenizer().token_to_id("[UNK]"),
         output_kind="embedding",
+        held_details=("spearman",),
         dynamic_axes={
             "input_ids": {0: "batch", 1: "sequence"},
             "attention_mask": {0: "batch", 1: "sequence"},
