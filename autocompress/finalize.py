@@ -173,9 +173,9 @@ def held_quality(record: dict, workload) -> float:
 
 
 def _step_seconds(record: dict) -> float:
-    """A run's seconds per training step, its start-up left out (building the QAT student
-    and checking its mirrors took a sixth of a MiniLM probe; counted in the overhead
-    instead). Records from before ``step_seconds`` was kept: training time over steps."""
+    """A run's seconds per training step, its start-up (building the QAT student and
+    checking its mirrors) left out and counted in the overhead instead. Records from before
+    ``step_seconds`` was kept: training time over steps."""
     if record.get("step_seconds"):
         return record["step_seconds"]
     return record.get("train_seconds", 0.0) / max(record.get("steps", 1), 1)

@@ -101,8 +101,9 @@ def _lloyd(group: Sequence[_Sorted], k: int) -> list[np.ndarray]:
             break
         rising = full & (new[:, 1:] > new[:, :-1]).all(axis=1)
         centres[~done & rising] = new[~done & rising]
-        for r in np.flatnonzero(~done & ~rising):
-            centres[r] = _next(sums[r], counts[r], group[owner[r]].distinct, k)
+        for r in np.flatnonzero(~done & ~rising):      # a cluster emptied or means tied
+            kept = counts[r] > 0
+            centres[r] = _fill(sums[r][kept] / counts[r][kept], group[owner[r]].distinct, k)
     best = []
     for w, item in enumerate(group):
         errors = [_inertia(item.data, row) for row in centres[2 * w:2 * w + 2]]
@@ -113,16 +114,6 @@ def _lloyd(group: Sequence[_Sorted], k: int) -> list[np.ndarray]:
 def _inertia(data: np.ndarray, centres: np.ndarray) -> float:
     begins, ends = _segments(data, centres)
     return sum(float(((data[a:b] - c) ** 2).sum()) for a, b, c in zip(begins, ends, centres))
-
-
-def _next(sums, counts, distinct, k) -> np.ndarray:
-    """One start's next centres: the cluster means, topped up where a cluster emptied or
-    the means stopped increasing strictly."""
-    kept = counts > 0
-    new = sums[kept] / counts[kept]
-    if new.size == k and (new[1:] > new[:-1]).all():
-        return new
-    return _fill(new, distinct, k)
 
 
 def _companded(data: np.ndarray, k: int) -> np.ndarray:

@@ -96,14 +96,10 @@ def mirror(onnx_weight: torch.Tensor, kind: str, plan: WeightPlan,
     per_channel_int8 = DYNAMIC_MODES.get(mode, (False, False))[0]
     if mode == "static" or per_channel_int8:
         return None
-    w = onnx_weight
-    mask = None
-    if plan.sparsity > 0:
-        pruned = magnitude_prune(w.numpy(), plan.sparsity)
-        mask = pruned != 0
-        w = torch.from_numpy(pruned)
+    pruned, mask = _pruned(onnx_weight.numpy(), plan)
+    w = onnx_weight if mask is None else torch.from_numpy(pruned)
     if mode == "clusters":     # palette indices cover the kept entries only
-        return torch.from_numpy(palette_edit(w.numpy(), mask, plan.clusters)[0])
+        return torch.from_numpy(palette_edit(pruned, mask, plan.clusters)[0])
     if mode == "dq":
         if kind == "gather":
             return _symmetric(w, 8, axis=0)
@@ -128,6 +124,15 @@ def _symmetric(w: torch.Tensor, bits: int, axis: int) -> torch.Tensor:
     amax = w.abs().amax(dim=dims, keepdim=True)
     scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
     return torch.clamp(torch.round(w / scale), -qmax - 1, qmax) * scale
+
+
+def _pruned(weight: np.ndarray, plan: WeightPlan) -> tuple[np.ndarray, np.ndarray | None]:
+    """(``weight`` magnitude-pruned as the storage path prunes it, mask of the kept
+    entries); the weight itself and no mask when the plan keeps every entry."""
+    if plan.sparsity <= 0:
+        return weight, None
+    pruned = magnitude_prune(weight, plan.sparsity)
+    return pruned, pruned != 0
 
 
 def _packed(w: torch.Tensor, bits: int, kind: str) -> torch.Tensor:
@@ -331,13 +336,8 @@ class _Palettes:
             weight = (module.parametrizations.weight.original if parametrize.is_parametrized(
                 module, "weight") else module.weight).detach()   # before registration: float
             weight = (weight.t().contiguous() if target.transposed else weight).numpy().copy()
-            mask = None
-            kept = weight
-            if target.plan.sparsity > 0:
-                kept = magnitude_prune(weight, target.plan.sparsity)
-                mask = kept != 0
             inputs.append(weight)
-            items.append((kept, mask, target.plan.clusters))
+            items.append((*_pruned(weight, target.plan), target.plan.clusters))
         self.rebuilt_by_init = {
             target.init: (weight, torch.from_numpy(edit))
             for target, weight, (edit, _) in zip(self.targets, inputs, palette_edits(items))}
