@@ -86,15 +86,23 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "autocompress.cli", "search", "--model", TINY, "--target",
            "host", "--trials", "12", "--out", str(run_dir)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    log = tmp_path / "search.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=out)
+
+    def finished() -> list:   # config.json is written once the search has made its study:
+        # opening the database before that would race the search's own creation of it
+        return _finished(storage) if (run_dir / "config.json").exists() else []
+
     deadline = time.time() + 240
-    while len(_finished(storage)) < 4 and time.time() < deadline and proc.poll() is None:
+    while len(finished()) < 4 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
+    ended = proc.poll()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {t.number: (t.values, t.params) for t in _finished(storage)}
-    assert 4 <= len(before) < 12, "killed mid-way"
+    state = "still running" if ended is None else f"ended with {ended}"
+    assert 4 <= len(before) < 12, f"killed mid-way ({state}): {log.read_text()[-2000:]}"
     assert not (run_dir / "pareto.json").exists(), "a killed run does not look finished"
 
     result = api.resume(run_dir)
@@ -136,3 +144,20 @@ def test_trial_timeout_is_recorded_as_a_failure():
     with pytest.raises(TrialTimeout, match="time limit of 0.2 s"):
         with time_limit(0.2):
             time.sleep(2)
+
+
+def test_a_long_traceback_keeps_its_header_and_innermost_frames():
+    from autocompress.search.study import traceback_text
+
+    def deep(n):
+        if n == 0:
+            raise ValueError("the innermost error")
+        return deep(n - 1)
+
+    try:
+        deep(200)    # some 40,000 characters of frames, as a time limit deep in torch gives
+    except ValueError:
+        text = traceback_text(limit=4000)
+    assert len(text) <= 4000
+    assert text.startswith("Traceback (most recent call last):")
+    assert text.rstrip().endswith("ValueError: the innermost error")

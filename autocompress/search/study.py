@@ -213,7 +213,7 @@ def run_trials(study: optuna.Study, knobs: Sequence[Knob], evaluate: Callable, b
         except Exception as err:
             reason = f"{type(err).__name__}: {err}".strip().splitlines()[0][:500]
             trial.set_user_attr("fail_reason", reason)
-            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+            trial.set_user_attr("traceback", traceback_text())
             raise
         finally:
             tell(trial=None)
@@ -264,6 +264,18 @@ def _metrics_cache(study: optuna.Study) -> dict:
             cache[trial.user_attrs["plan_digest"]] = (
                 trial.number, TrialMetrics.from_dict(trial.user_attrs["metrics"]))
     return cache
+
+
+def traceback_text(limit: int = 4000) -> str:
+    """The exception being handled, as a traceback of at most ``limit`` characters: where it
+    is longer (a time limit that fires deep in a library), the innermost frames are kept
+    under the ``Traceback`` header line, so the text still reads as one."""
+    text = traceback.format_exc()
+    if len(text) <= limit:
+        return text
+    head, _, frames = text.partition("\n")
+    gap = "\n  ...\n"
+    return head + gap + frames[len(frames) - (limit - len(head) - len(gap)):]
 
 
 @contextmanager
