@@ -99,3 +99,26 @@ def test_clustering_many_weights_together_gives_each_its_own_answer():
         np.testing.assert_array_equal(palette, alone[0])
         np.testing.assert_array_equal(index, alone[1])
         assert palette.dtype == np.float32 and index.dtype == np.int64
+
+
+def test_codes_and_histogram_are_the_searches_they_replace():
+    """QAT's fast paths (clustering._codes, clustering._histogram) give numpy's own answers,
+    on the values where float32 and float64 comparisons could part: midpoints that fall
+    between two float32 values or exactly on one, signed zeros, and float64 input."""
+    from autocompress.compression.clustering import _codes, _histogram
+
+    rng = np.random.default_rng(7)
+    palette = np.unique(np.concatenate([np.float32([-0.5, 0.0, 1e-8, 0.3, 0.30000001]),
+                                        rng.standard_normal(60).astype(np.float32)]))
+    bounds = (palette[:-1].astype(np.float64) + palette[1:]) / 2
+    assert (bounds.astype(np.float32) > bounds).any(), "some midpoints round up to float32"
+    near = np.concatenate([bounds, np.nextafter(bounds, np.inf), np.nextafter(bounds, -np.inf)])
+    for values in (np.concatenate([near.astype(np.float32), palette, np.float32([-0.0, 0.0]),
+                                   rng.standard_normal(5000).astype(np.float32)]),
+                   np.concatenate([near, rng.standard_normal(500)])):           # float64
+        np.testing.assert_array_equal(_codes(values, palette), np.searchsorted(bounds, values))
+        data = np.sort(values.astype(np.float64))
+        counts, edges = _histogram(data, 64)
+        expected = np.histogram(data, bins=64)
+        np.testing.assert_array_equal(counts, expected[0])
+        np.testing.assert_array_equal(edges, expected[1])

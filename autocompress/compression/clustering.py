@@ -47,10 +47,27 @@ def kmeans_many(items: Sequence[tuple[np.ndarray, int]]) -> list[tuple[np.ndarra
     for k, group in pending.items():
         for item, centres in zip(group, _lloyd(group, k)):
             palette = centres.astype(np.float32)
-            bounds = (palette[:-1].astype(np.float64) + palette[1:]) / 2
-            index = np.searchsorted(bounds, item.flat, side="left")
-            results[item.position] = (palette, index.astype(np.int64, copy=False))
+            results[item.position] = (palette, _codes(item.flat, palette))
     return results
+
+
+def _codes(flat: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Each value's nearest palette entry (ties to the lower): the number of midpoints
+    below it, ``searchsorted(midpoints, flat)``. Counted by one comparison per midpoint in
+    the values' own type, ten times faster on float32 weights than the search (which
+    converts them to float64) and the same numbers for finite values: a float32 ``v``
+    exceeds a float64 midpoint exactly when it exceeds the largest float32 at or below it."""
+    bounds = (palette[:-1].astype(np.float64) + palette[1:]) / 2
+    if flat.dtype == np.float32:
+        below = bounds.astype(np.float32)
+        over = below.astype(np.float64) > bounds
+        below[over] = np.nextafter(below[over], np.float32(-np.inf))
+    else:
+        flat, below = flat.astype(np.float64, copy=False), bounds
+    codes = np.zeros(flat.size, np.uint8 if palette.size <= 256 else np.int64)
+    for bound in below:
+        codes += flat > bound
+    return codes.astype(np.int64)
 
 
 class _Sorted:
@@ -119,9 +136,17 @@ def _inertia(data: np.ndarray, centres: np.ndarray) -> float:
 def _companded(data: np.ndarray, k: int) -> np.ndarray:
     """Centres at quantiles of density**(1/3): the high-resolution optimum for MSE
     (Panter-Dite), so Lloyd starts near the answer instead of crawling to it."""
-    hist, edges = np.histogram(data, bins=HISTOGRAM_BINS)
+    hist, edges = _histogram(data, HISTOGRAM_BINS)
     mass = np.concatenate([[0.0], np.cumsum(hist ** (1.0 / 3.0))])
     return np.interp((np.arange(k) + 0.5) / k, mass / mass[-1], edges)
+
+
+def _histogram(data: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.histogram(data, bins)`` of sorted, not all equal ``data``: the counts between
+    the same edges found by one search in the sorted values instead of binning each."""
+    edges = np.linspace(data[0], data[-1], bins + 1)
+    below = np.searchsorted(data, edges[1:-1], side="left")   # the last bin keeps its right end
+    return np.diff(np.concatenate([[0], below, [data.size]])), edges
 
 
 def _segments(data, centres):
