@@ -152,7 +152,7 @@ def _format_cases():
         return lambda w: uniform_plan(torch_weight_knobs(w.model)[0], **knobs)
 
     cases = [(q, mlp, uniform(quant=q)) for q in
-             ("float", "w16", "w8", "w4", "w3", "w2", "w8a8", "w8a8c")]
+             ("float", "w16", "w8", "w4", "w3", "w2", "w8a8", "w8a8c", "w8a8cf")]
     cases += [("palette", mlp, uniform(clusters=16)), ("sparse", mlp, uniform(sparsity=0.75)),
               ("sparse-w4", mlp, uniform(sparsity=0.75, quant="w4")),
               ("static-qdq", mlp, uniform(quant="w8", calibration="minmax")),
