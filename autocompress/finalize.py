@@ -206,7 +206,13 @@ def seconds_per_step(plan: Plan, workload, config: FinalizeConfig) -> float:
     marks = []
     recovery.train(student, workload, qat_config(config, TIMING_STEPS + 1, kind).recovery(kind),
                    lambda step, loss: marks.append(time.perf_counter()))
-    return (marks[-1] - marks[0]) / max(len(marks) - 1, 1)   # the first step warms up
+    return _rate(marks) or 0.0   # the first step warms up
+
+
+def _rate(marks: list[float]) -> float | None:
+    """Seconds per step between the first and the last step's end (None: one step or
+    none), so the first step's start-up is left out."""
+    return (marks[-1] - marks[0]) / (len(marks) - 1) if len(marks) > 1 else None
 
 
 def _train(trial, evaluator, config: FinalizeConfig, seconds: float, min_steps: int,
@@ -232,7 +238,7 @@ def _train(trial, evaluator, config: FinalizeConfig, seconds: float, min_steps: 
             progress(step, loss)
 
     artifact, numbers = evaluator.evaluate_qat(plan, settings, on_step, path=path)
-    step_seconds = (marks[-1] - marks[0]) / (len(marks) - 1) if len(marks) > 1 else per_step
+    step_seconds = _rate(marks) or per_step
     return {"trial": trial.number, "plan_digest": plan.digest(), "steps": steps,
             "seconds_per_step": per_step, "step_seconds": step_seconds,
             "seconds": time.perf_counter() - began,
