@@ -14,7 +14,7 @@ import json
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,7 +24,8 @@ from .compression.plan import Plan
 from .compression.quantize import to_opset
 from .device_profiles import DeviceProfile, load_profile, resolve_target
 from .pipeline import Evaluator
-from .report.pareto_json import SCHEMA_VERSION, point, write_json_atomic
+from .files import write_json_atomic
+from .report.pareto_json import SCHEMA_VERSION, point
 from .report.environment import environment
 from .search import pareto
 from .search.objectives import OBJECTIVES, Budget, OnTarget
@@ -32,11 +33,8 @@ from .search.queue import drain
 from .search.study import (DUPLICATE_ATTR, create_study, finished_count, mark_interrupted,
                            open_study, run_trials)
 from .workloads import Workload, WorkloadError, load_workload
-from . import budget_plans, finalize, supervisor, verdict, workers
-
-
-class RunError(ValueError):
-    """A run folder that cannot be created or resumed; the message says why."""
+from . import budget_plans, crash_note, finalize, verdict, workers
+from .run_config import RunError, SearchConfig, read_config  # noqa: F401 (re-exported)
 
 
 class InfeasibleError(RuntimeError):
@@ -45,74 +43,6 @@ class InfeasibleError(RuntimeError):
     def __init__(self, message: str, run_dir: Path):
         super().__init__(message)
         self.run_dir = run_dir
-
-
-@dataclass
-class SearchConfig:
-    model: str = "minilm"
-    target: str = "jetson-nano"
-    profile: str | None = None          # a user profile file replaces the named target
-    budget: Budget = field(default_factory=Budget)
-    trials: int = 20
-    timeout_s: float | None = None
-    trial_timeout_s: float | None = 600.0
-    seed: int = 0
-    out: str | None = None
-    storage: str | None = None
-    command: Sequence[str] = ()
-    extra_targets: Sequence[str] = ()   # also predict these profiles per trial (plan command)
-    rpc_tracker: str | None = None      # HOST:PORT of a TVM RPC tracker: measure on the board
-    rpc_key: str | None = None
-    qat_steps: int = 0                  # > 0: QAT finalist pass over the front (compression/qat.py)
-    workers: int = 1                    # local processes on the study (workers.py)
-    cost: str = "auto"                  # measured | predicted | auto (cost_models/active.py)
-    sensitivity: bool = True            # per-layer analysis shapes and seeds the space
-    multi_fidelity: bool = True         # proxy (scaled training) first, full if promising
-    sampler: str = "tpe"                # tpe (ours) | random | nsga2 (benchmark baselines)
-    anchors: bool = True                # enqueue the anchor plans (search/space.py)
-    study: str = "autocompress"         # study name: several searches can share one storage
-    finalize_s: float | None = None     # time box of the finalize stage (finalize.py); 0: off;
-                                        # None: finalize.DEFAULT_S with a size/latency/energy budget
-    budget_seeds: bool = True           # integer-program seeds and repair (budget_plans.py)
-    data: str | None = None             # ONNX files: .npz (or folder) of real inputs
-    input_shapes: Sequence[str] = ()    # ONNX files: NAME=1x3x224x224 for free dimensions
-    metric: str | None = None           # ONNX files: cosine | top1 | module:function
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["budget"] = self.budget.to_dict()
-        data["command"] = list(self.command)
-        data["extra_targets"] = list(self.extra_targets)
-        data["input_shapes"] = list(self.input_shapes)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SearchConfig":
-        if not isinstance(data, dict):
-            raise RunError(f"expected a JSON object, got {type(data).__name__}")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise RunError(f"unknown key(s) {', '.join(map(repr, unknown))} (written by another "
-                           "version of autocompress?)")
-        data = dict(data)
-        try:
-            data["budget"] = Budget.from_dict(data.get("budget") or {})
-        except (TypeError, ValueError, AttributeError) as err:
-            raise RunError(f"budget is not valid: {err}") from None
-        return cls(**data)
-
-
-def read_config(run_dir: Path) -> SearchConfig:
-    """A run folder's config.json, or one line saying why it cannot be used."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise RunError(f"cannot resume {run_dir}: no config.json there (not a run folder)")
-    try:
-        return SearchConfig.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunError(f"cannot resume {run_dir}: config.json is not valid JSON ({err})") from None
-    except RunError as err:
-        raise RunError(f"cannot resume {run_dir}: config.json: {err}") from None
 
 
 def load_user_workload(model: str, data: str | None = None, input_shapes: Sequence[str] = (),
@@ -321,13 +251,13 @@ def _run(config, run_dir, profile, workload, progress) -> SearchResult:
     if directed.problem is not None and budget_plans.PROBLEM_ATTR not in study.user_attrs:
         study.set_user_attr(budget_plans.PROBLEM_ATTR, directed.problem.to_dict())
         study.set_user_attr(budget_plans.SEEDS_ATTR, directed.record)
-    supervisor.tell(storage=config.storage, study=config.study, run_dir=str(run_dir))
+    crash_note.tell(storage=config.storage, study=config.study, run_dir=str(run_dir))
     mark_interrupted(study)
     workers.publish(study, config, profile)
     callbacks = [failure_log(run_dir), *([progress] if progress else [])]
     if progress is not None and hasattr(progress, "start"):
         progress.start(config.trials, finished_count(study))
-    workers.run_here(study, config, knobs, evaluator, callbacks, run_dir)
+    workers.run_here(study, config, knobs, evaluator, callbacks, run_dir, work_on)
     if progress is not None and hasattr(progress, "stop"):
         progress.stop()
     finals = finalize.run(study, config.budget, evaluator,
@@ -602,3 +532,37 @@ def _infeasible_reason(study, budget: Budget) -> str:
             f"{miss.trial.number} (size {format_size(m['size_bytes'])}, latency "
             f"{m['target']['latency_s'] * 1e3:.2f} ms, quality {m['quality']:.4f}) "
             f"which violates {blockers}")
+
+
+def join(storage: str, study_name: str, threads: int | None = None, seed: int | None = None,
+         callbacks=()) -> int:
+    """``autocompress worker``: run queued trials of a running study; returns how many."""
+    import os
+
+    import torch
+
+    from .search.storage import StorageError, load_study, redact
+    from .search.study import make_sampler
+
+    if os.environ.get(crash_note.PARENT_ENV):
+        crash_note.end_with_parent(int(os.environ[crash_note.PARENT_ENV]))
+    study = load_study(storage, study_name)
+    crash_note.tell(storage=storage, study=study_name)
+    attrs = study.user_attrs
+    if workers.CONFIG_ATTR not in attrs:
+        raise StorageError(f"study {study_name!r} in {redact(storage)} was not created by "
+                           "`autocompress search` (no config in its user attrs)")
+    # the URL as this machine reaches the storage (the search may have said localhost)
+    config = replace(SearchConfig.from_dict(attrs[workers.CONFIG_ATTR]), storage=storage)
+    profile = DeviceProfile.from_dict(attrs[workers.PROFILE_ATTR], f"study {study_name!r} profile")
+    study.sampler = make_sampler(config.seed if seed is None else seed, config.trials,
+                                 config.sampler)
+    threads = threads or workers.threads_per_worker(1)
+    torch.set_num_threads(threads)   # loading a workload may train a model
+    workload = config_workload(config)
+    knobs = search_space(config, workload)[0]   # as the search shaped it (stored analysis)
+    evaluator = make_evaluator(config, profile, workload)
+    ran = []
+    with workers.limited_threads(evaluator, threads):
+        work_on(study, config, knobs, evaluator, [*callbacks, lambda s, t: ran.append(t.number)])
+    return len(ran)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .compression.plan import Plan, WEIGHT_KNOBS
+from .compression.plan import Plan
+from .compression.registry import WEIGHT_KNOBS
 from .search import budget_solver
 from .search.space import params_to_plan
 

@@ -100,14 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     command_line, argv = argv is None, sys.argv[1:] if argv is None else argv
     args = _build_parser().parse_args(argv)
-    from . import supervisor
+    from . import crash_note, supervisor
 
     if command_line and supervisor.wanted(args.command):
         return supervisor.run(argv)   # the work runs in a child this process watches
-    if supervisor.adopt():
-        from .workers import end_with_parent
-
-        end_with_parent(supervisor.supervised())
+    if crash_note.adopt():
+        crash_note.end_with_parent(crash_note.supervised())
     console = Console()
     try:
         if args.command == "targets":
@@ -381,7 +379,7 @@ def _techniques(args, console: Console) -> int:
 
     from rich.table import Table
 
-    from .compression.techniques import TECHNIQUES, technique_of
+    from .compression.registry import TECHNIQUES, technique_of
 
     offered, skips = Counter(), []
     if args.model:
@@ -396,7 +394,7 @@ def _techniques(args, console: Console) -> int:
         table.add_column(column, overflow="fold")
     skipped = Counter(technique_of(s.technique) for s in skips)
     for t in TECHNIQUES:
-        row = [t.name, t.applies_to, t.knobs, t.module]
+        row = [t.name, t.applies_to, t.choices, t.module]
         if args.model:
             row += [str(offered.get(t.name, 0)), str(skipped.get(t.name, 0))]
         table.add_row(*row)
@@ -445,7 +443,7 @@ def _add_device_commands(commands) -> None:
 
 def _profile(args, console: Console) -> int:
     from .device_profiles import resolve_target
-    from .device_profiles.calibrate import calibrated, measure, ort_timer, rpc_timer, write_profile
+    from .backends.device_probe import calibrated, measure, ort_timer, rpc_timer, write_profile
 
     if args.local:
         base = resolve_target(args.base or "host")
@@ -494,7 +492,7 @@ def _add_worker_command(commands) -> None:
 def _worker(args, console: Console) -> int:
     from .api import RunError
     from .search.storage import redact
-    from .workers import join
+    from .api import join
 
     if not args.storage:
         raise RunError("worker needs --storage URL (or $AUTOCOMPRESS_STORAGE)")

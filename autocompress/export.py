@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report.pareto_json import write_json_atomic
+from .files import write_json_atomic
 
 FORMATS = ("onnx", "tvm")
 QUALITY_TOLERANCE = 1e-6
@@ -172,7 +172,7 @@ def check_quality(model: Path, workload, record: dict) -> float:
     """Re-measure quality on the held-out batches as the search did (an early-exit artifact
     input by input: its exit decision is per input); refuse if it is not the recorded one."""
     from .backends import ort_runner
-    from .compression import exit_runtime
+    from .cost_models import exit_runtime
 
     session = ort_runner.make_session(model, ort_runner.TimingConfig().threads)
     if exit_runtime.is_early_exit(session):

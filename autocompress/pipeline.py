@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .backends import ort_runner
-from .compression import exit_runtime, fidelity
+from .compression import fidelity, registry
+from .cost_models import exit_runtime
 from .compression.apply import apply_plan
 from .compression.plan import Plan
 from .cost_models.calibrated import CalibratedModel
@@ -93,7 +94,7 @@ class Evaluator:
         """Build, measure and predict one plan. ``proxy``: a plan that trains is built with a
         fraction of its training budget (compression/fidelity.py), into its own artifact;
         a plan that trains nothing has one fidelity and is evaluated in full."""
-        proxy = proxy and fidelity.trains(plan)
+        proxy = proxy and registry.trains(plan)
         with fidelity.proxy() if proxy else contextlib.nullcontext():
             metrics = self._evaluate(plan, proxy)
         metrics.fidelity = "proxy" if proxy else "full"

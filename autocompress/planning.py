@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from . import api
 from .device_profiles import DeviceProfile, known_targets, resolve_target
-from .report.pareto_json import write_json_atomic
+from .files import write_json_atomic
 from .report.table import plan_summary
 from .search.objectives import Budget, OnTarget
 from .units import format_energy, format_size, format_time

@@ -32,12 +32,14 @@ from typing import Sequence
 import numpy as np
 
 from .compression.knobs import Knob
-from .compression.plan import (CLUSTERS, DECOMP, DROP, PRUNE_RATIO, QUANT, QUANT_BITS,
-                               RANK_RATIO, SHARE, SPARSITY, VOCAB, WEIGHT_KNOBS, Plan)
+from .compression import registry
+from .compression.plan import CLUSTERS, QUANT, QUANT_BITS, SPARSITY, Plan
 from .paths import cache_dir
 
-STRUCTURAL = (PRUNE_RATIO, RANK_RATIO, DROP, SHARE, DECOMP, VOCAB)
-WEIGHT = WEIGHT_KNOBS
+STRUCTURAL = registry.names(probe=registry.TORCH)
+"""Knobs measured through the torch stage (pruning, low rank, dropping, sharing, conv
+decomposition, vocabulary)."""
+WEIGHT = registry.names(probe=registry.WEIGHTS)
 METHOD = "one knob at a time on the uncompressed model; workload score on its evaluation set"
 VERSION = 7
 FORMAT_ROUNDS = 5
@@ -114,7 +116,7 @@ def analyse(workload, knobs: Sequence[Knob], use_cache: bool = True,
             return cached
     result = _measure(workload, wanted, progress)
     result.space = space_digest(wanted)
-    from .report.pareto_json import write_json_atomic
+    from .files import write_json_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, result.to_dict())
@@ -182,7 +184,8 @@ class _Probe:
     def __init__(self, workload):
         from .backends import ort_runner
         from .backends.onnx_export import export_onnx
-        from .compression.apply import compress_torch, match_initializers
+        from .compression.apply import compress_torch
+        from .compression.initializers import match_initializers
         from .compression.quantize import to_opset
 
         self.workload = workload

@@ -25,7 +25,6 @@ with ``AUTOCOMPRESS_UNSUPERVISED=1`` (tests that signal the working process itse
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -33,31 +32,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-SUPERVISOR_ENV = "AUTOCOMPRESS_SUPERVISOR_PID"   # set in the child: whom it ends with
-NOTE_ENV = "AUTOCOMPRESS_SUPERVISOR_NOTE"         # set in the child: the descriptor of its note
-OFF_ENV = "AUTOCOMPRESS_UNSUPERVISED"             # "1": the command line runs in its own process
+from .crash_note import (NOTE_ENV, OFF_ENV, PARENT_ENV, SUPERVISOR_ENV, end_with_parent,
+                         read_note, supervised, write_note)
+
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
                  signal.SIGKILL)                  # SIGKILL with the parent alive: out of memory
 COMMANDS = ("search", "worker")
 PASSED_ON = (signal.SIGTERM, signal.SIGHUP)
-
-
-_ADOPTED: dict = {}   # the child's supervisor and note file, out of its environment
-
-
-def adopt() -> int | None:
-    """The child, at start: take the supervisor's variables out of the environment, so the
-    processes it starts (local workers) are supervised on their own; the parent's pid."""
-    if SUPERVISOR_ENV in os.environ:
-        _ADOPTED.update(pid=int(os.environ.pop(SUPERVISOR_ENV)),
-                        note=os.environ.pop(NOTE_ENV, None))
-    return _ADOPTED.get("pid")
-
-
-def supervised() -> int | None:
-    """The supervising parent's pid in a supervised child, else None."""
-    return _ADOPTED.get("pid") or (int(os.environ[SUPERVISOR_ENV])
-                                   if os.environ.get(SUPERVISOR_ENV) else None)
 
 
 def wanted(command: str) -> bool:
@@ -65,34 +46,9 @@ def wanted(command: str) -> bool:
     return command in COMMANDS and not supervised() and os.environ.get(OFF_ENV) != "1"
 
 
-def tell(**fields) -> None:
-    """The child: record what it runs now (``storage``, ``study``, ``run_dir``, ``trial``)
-    for its parent; nothing when unsupervised."""
-    fd = _ADOPTED.get("note") or os.environ.get(NOTE_ENV)
-    if not fd:
-        return
-    note = _read(int(fd))
-    note.update(fields)
-    _write(int(fd), note)
-
-
-def _read(fd: int) -> dict:
-    try:
-        return json.loads(os.pread(fd, 1 << 20, 0) or b"{}")
-    except (OSError, ValueError):   # half-written (killed while telling): no trial known
-        return {}
-
-
-def _write(fd: int, note: dict) -> None:
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(note).encode(), 0)
-
-
 def run(argv: list[str]) -> int:
     """The parent: run ``autocompress <argv>`` in a child until it ends without a crash in
     a trial; returns its exit status."""
-    from .workers import PARENT_ENV, end_with_parent
-
     if os.environ.get(PARENT_ENV):       # a local worker's parent: end with its search too
         end_with_parent(int(os.environ[PARENT_ENV]))
     note = tempfile.TemporaryFile(prefix="autocompress-note-")   # nameless
@@ -113,18 +69,16 @@ def run(argv: list[str]) -> int:
             code = child[0].wait()
             if code >= 0 or passed:
                 return code if code >= 0 else 128 - code
-            next_argv = _after_crash(argv, -code, _read(note.fileno()))
+            next_argv = _after_crash(argv, -code, read_note(note.fileno()))
             if next_argv is None:
                 return 128 - code
             argv = next_argv
-            _write(note.fileno(), {})
+            write_note(note.fileno(), {})
     finally:
         note.close()
 
 
 def _start(argv: list[str], note_fd: int) -> subprocess.Popen:
-    from .workers import PARENT_ENV
-
     root = str(Path(__file__).resolve().parents[1])
     paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths),

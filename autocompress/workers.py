@@ -16,24 +16,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import signal
 import subprocess
 import sys
-import threading
-import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from . import supervisor
+from .crash_note import PARENT_ENV
 from .backends.ort_runner import TimingConfig
 from .search.queue import wait_finished
-from .search.storage import JOURNAL, StorageError, load_study, redact
+from .search.storage import JOURNAL
 
 CONFIG_ATTR = "autocompress:config"
 PROFILE_ATTR = "autocompress:profile"
 STORAGE_ENV = "AUTOCOMPRESS_STORAGE"   # how a local worker gets the URL (not on its argv)
-PARENT_ENV = "AUTOCOMPRESS_PARENT_PID"  # a local worker ends when this process does
 RUN_TOKEN = "{run}"                     # config.json: the run folder, wherever it is now
 log = logging.getLogger("autocompress.workers")
 
@@ -61,7 +57,7 @@ def storage_file(url: str) -> Path | None:
 
 def check(workers: int, storage: str | None) -> None:
     """Refuse what cannot work, before anything is written."""
-    from .api import RunError
+    from .run_config import RunError
 
     if workers < 1:
         raise RunError("--workers must be at least 1")
@@ -115,11 +111,10 @@ def limited_threads(evaluator, threads: int):
         evaluator.timing = timing
 
 
-def run_here(study, config, knobs, evaluator, callbacks, run_dir: Path) -> None:
-    """The search process's part: start N-1 local workers, work alongside them, then wait
-    until every trial (theirs and any remote worker's) is finished."""
-    from .api import work_on
-
+def run_here(study, config, knobs, evaluator, callbacks, run_dir: Path, work_on) -> None:
+    """The search process's part: start N-1 local workers, work alongside them (``work_on``:
+    api's trial loop), then wait until every trial (theirs and any remote worker's) is
+    finished."""
     from optuna.trial import TrialState
 
     threads = threads_per_worker(config.workers)
@@ -157,57 +152,3 @@ def _spawn(storage: str, study: str, k: int, seed: int, threads: int, run_dir: P
              "--threads", str(threads), "--seed", str(seed)],
             stdout=out, stderr=subprocess.STDOUT, env=env)
     return proc, path
-
-
-def join(storage: str, study_name: str, threads: int | None = None, seed: int | None = None,
-         callbacks=()) -> int:
-    """``autocompress worker``: run queued trials of a running study; returns how many."""
-    import torch
-
-    from . import api
-    from .device_profiles import DeviceProfile
-    from .search.study import make_sampler
-
-    if os.environ.get(PARENT_ENV):
-        end_with_parent(int(os.environ[PARENT_ENV]))
-    study = load_study(storage, study_name)
-    supervisor.tell(storage=storage, study=study_name)
-    attrs = study.user_attrs
-    if CONFIG_ATTR not in attrs:
-        raise StorageError(f"study {study_name!r} in {redact(storage)} was not created by "
-                           "`autocompress search` (no config in its user attrs)")
-    # the URL as this machine reaches the storage (the search may have said localhost)
-    config = replace(api.SearchConfig.from_dict(attrs[CONFIG_ATTR]), storage=storage)
-    profile = DeviceProfile.from_dict(attrs[PROFILE_ATTR], f"study {study_name!r} profile")
-    study.sampler = make_sampler(config.seed if seed is None else seed, config.trials,
-                                 config.sampler)
-    threads = threads or threads_per_worker(1)
-    torch.set_num_threads(threads)   # loading a workload may train a model
-    workload = api.config_workload(config)
-    knobs = api.search_space(config, workload)[0]   # as the search shaped it (stored analysis)
-    evaluator = api.make_evaluator(config, profile, workload)
-    ran = []
-    with limited_threads(evaluator, threads):
-        api.work_on(study, config, knobs, evaluator,
-                    [*callbacks, lambda s, t: ran.append(t.number)])
-    return len(ran)
-
-
-def end_with_parent(parent: int, poll_s: float = 0.5) -> None:
-    """Kill this process when ``parent`` dies: the kernel's parent-death signal (Linux),
-    and a thread that polls the parent pid (it also covers a parent gone already)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(poll_s)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGKILL)
-    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()

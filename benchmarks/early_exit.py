@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autocompress.backends.ort_runner import TimingConfig, make_session, measure_latency  # noqa: E402
-from autocompress.compression.exit_runtime import expected_prediction  # noqa: E402
+from autocompress.cost_models.exit_runtime import expected_prediction  # noqa: E402
 from autocompress.cost_models.layers import describe  # noqa: E402
 from autocompress.cost_models.roofline import RooflineModel  # noqa: E402
 from autocompress.compression.plan import EXIT_AFTER, EXIT_THRESHOLD, Plan  # noqa: E402

@@ -126,7 +126,7 @@ def search_quality(path, workload) -> float:
     """The quality as the search measures it (``pipeline.Evaluator``): ORT's optimized session
     on the evaluation batches as they are, early-exit artifacts input by input."""
     from autocompress.backends import ort_runner
-    from autocompress.compression import exit_runtime
+    from autocompress.cost_models import exit_runtime
 
     session = ort_runner.make_session(path)
     if exit_runtime.is_early_exit(session):

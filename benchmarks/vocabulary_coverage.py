@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/vocabulary_coverage.py
 
 Vocabulary pruning (``vocab: corpus``) keeps the word pieces of the calibration and training
-batches (``workloads.base.vocabulary_batches``); ids never seen there map to ``[UNK]``.
+batches (``Workload.vocabulary_batches``); ids never seen there map to ``[UNK]``.
 Prints the rows kept of 30,522 and the share of the evaluation sentences' tokens (padding
 excluded) that are kept, for calibration alone and for calibration plus the training set.
 """
@@ -24,7 +24,6 @@ def token_ids(batches) -> set[int]:
 def main() -> None:
     import numpy as np
 
-    from autocompress.workloads.base import vocabulary_batches
     from autocompress.workloads.minilm import make_minilm_workload
 
     workload = make_minilm_workload()
@@ -34,7 +33,7 @@ def main() -> None:
     print("| kept from | rows kept | of | held-out tokens covered |")
     print("|---|---|---|---|")
     for name, batches in (("calibration", workload.calibration),
-                          ("calibration + training", vocabulary_batches(workload))):
+                          ("calibration + training", workload.vocabulary_batches())):
         kept = token_ids(batches) | {workload.vocab_fallback_id}
         covered = float(np.isin(evaluation, list(kept)).mean())
         print(f"| {name} | {len(kept)} | {rows} | {covered:.2%} |")

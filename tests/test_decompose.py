@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from autocompress.compression.apply import apply_plan, compress_torch, match_initializers
+from autocompress.compression.apply import apply_plan, compress_torch
+from autocompress.compression.initializers import match_initializers
 from autocompress.compression.decompose import Decomposed, decomp_knobs, decompose
 from autocompress.compression.plan import DECOMP, QUANT, RANK_RATIO, Plan
 from autocompress.workloads import Quality, Workload

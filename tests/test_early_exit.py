@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from autocompress.backends import ort_runner
-from autocompress.compression import early_exit, exit_runtime
+from autocompress.compression import early_exit
+from autocompress.cost_models import exit_runtime
 from autocompress.compression.apply import apply_plan, compress_torch
 from autocompress.compression.plan import Plan
 from autocompress.device_profiles import resolve_target

@@ -69,7 +69,7 @@ def _artifact_weight(proto: onnx.ModelProto, name: str) -> np.ndarray:
 
 def _fake_weights(model: nn.Module, workload, plan: Plan) -> dict[str, np.ndarray]:
     """Fake-quantized weights (ONNX layout) of a copy of ``model``, keyed by initializer."""
-    from autocompress.compression.apply import match_initializers
+    from autocompress.compression.initializers import match_initializers
 
     model = copy.deepcopy(model)
     proto = to_opset(export_onnx(model, workload))

@@ -6,7 +6,8 @@ import onnx
 import torch
 from torch import nn
 
-from autocompress.compression.apply import apply_plan, compress_torch, match_initializers
+from autocompress.compression.apply import apply_plan, compress_torch
+from autocompress.compression.initializers import match_initializers
 from autocompress.compression.plan import PRUNE_RATIO, RANK_RATIO, REPLACE, Plan
 from autocompress.compression.replace import (Separable, fit_locally, record_inputs, replace_knobs,
                                               substitute)

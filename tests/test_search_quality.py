@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from autocompress import api, sensitivity
-from autocompress.compression import fidelity as build_fidelity
+from autocompress.compression import fidelity as build_fidelity, registry
 from autocompress.compression.knobs import Knob
 from autocompress.compression.plan import Plan
 from autocompress.device_profiles import resolve_target
@@ -192,7 +192,7 @@ def test_proxy_build_trains_less_into_its_own_artifact(tmp_path):
     workload = api.load_workload(TINY)
     evaluator = Evaluator(workload, resolve_target("host"), artifact_root=tmp_path)
     plan = Plan({"": {"distill_steps": 200}, "fc1": {"rank_ratio": 0.25, "quant": "w8"}})
-    assert build_fidelity.trains(plan) and not build_fidelity.trains(Plan({"fc1": {"quant": "w4"}}))
+    assert registry.trains(plan) and not registry.trains(Plan({"fc1": {"quant": "w4"}}))
     with build_fidelity.proxy():
         assert build_fidelity.steps(200) == 50 and build_fidelity.steps(0) == 0
     proxy = evaluator.evaluate(plan, proxy=True)

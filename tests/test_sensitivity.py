@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from autocompress.api import discover_knobs
 from autocompress.compression.apply import apply_plan
-from autocompress.compression.plan import WEIGHT_KNOBS, Plan
+from autocompress.compression.plan import Plan
+from autocompress.compression.registry import WEIGHT_KNOBS
 from autocompress.sensitivity import _Probe
 from tests.conv_workload import make_workload
 

@@ -6,7 +6,8 @@ from torch import nn
 
 from autocompress.backends.onnx_export import export_onnx
 from autocompress.backends.ort_runner import make_session, run_batches
-from autocompress.compression.apply import apply_plan, compress_torch, match_initializers
+from autocompress.compression.apply import apply_plan, compress_torch
+from autocompress.compression.initializers import match_initializers
 from autocompress.compression.plan import DROP, QUANT, RANK_RATIO, SHARE, Plan
 from autocompress.compression.quantize import to_opset
 from autocompress.compression.sharing import share_knobs

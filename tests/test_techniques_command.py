@@ -1,6 +1,6 @@
 """`autocompress techniques`: every technique listed; a model's skipped layers named."""
 from autocompress.cli import main
-from autocompress.compression.techniques import TECHNIQUES, technique_of
+from autocompress.compression.registry import TECHNIQUES, technique_of
 
 ISSUE_TABLE = ("unstructured pruning", "structured pruning", "depth pruning",
                "post-training quantization", "quantization-aware training",
@@ -13,7 +13,7 @@ def test_every_technique_is_listed(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")
     assert main(["techniques"]) == 0
     out = capsys.readouterr().out
-    assert tuple(t.name for t in TECHNIQUES) == ISSUE_TABLE
+    assert sorted(t.name for t in TECHNIQUES) == sorted(ISSUE_TABLE)
     for name in ISSUE_TABLE:
         assert name in out
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from autocompress.workloads import corpus
-from autocompress.workloads.base import LazyBatches, recovery_batches
+from autocompress.workloads.base import LazyBatches
 from tests.tiny_workload import make_workload
 
 
@@ -48,7 +48,7 @@ def test_digits_training_split_is_apart_from_evaluation_and_calibration():
 
 def test_without_a_training_set_recovery_uses_calibration_and_says_so():
     w = make_workload()
-    assert recovery_batches(w) is w.calibration
+    assert w.recovery_batches() is w.calibration
     assert "calibration" in w.training_source
 
 

@@ -51,13 +51,10 @@ from typing import Mapping
 import numpy as np
 
 from ..paths import cache_dir
+from .tvm_errors import TvmError  # noqa: F401 (re-exported)
 
 PREPARE_VERSION = 2
 """Part of the library cache key: bump when ``tvm_prepare`` changes what TVM sees."""
-
-
-class TvmError(RuntimeError):
-    """A model TVM cannot import or compile for the target; the message says which step failed."""
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ def build(mod, target, tuning: dict):
                                                       target.target, None)
         return tvm.compile(mod, target=target.target)
     except Exception as err:
-        from .tvm_compile import TvmError
+        from .tvm_errors import TvmError
 
         raise TvmError(f"TVM compilation for {target.description} failed: "
                        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None

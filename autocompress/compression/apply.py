@@ -1,8 +1,9 @@
 """apply(plan, workload) -> a real ONNX artifact on disk.
 
-Order: vocabulary -> structured pruning -> drop / share blocks -> BatchNorm folding
--> low-rank -> conv decomposition -> module replacing -> distillation (all torch; see
-compression/structural.py) -> ONNX export -> quantization (ONNX). Every step changes real
+Order: the torch stage (``registry.TORCH_STAGE``: vocabulary -> structured pruning ->
+drop / share blocks -> BatchNorm folding -> low-rank -> conv decomposition -> module
+replacing -> distillation; compression/structural.py says why) -> ONNX export -> weight
+storage (quantization, sparsity, clustering; ONNX). Every step changes real
 tensors; the artifact's size is its file.
 """
 from __future__ import annotations
@@ -19,20 +20,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
 from torch import nn
 
-from . import decompose, distill, lowrank, pruning, replace, structural, vocab
-from .knobs import factor_rank
+from . import registry, structural
+from .initializers import match_initializers
 from .compact import compact_graph
-from .plan import (CALIBRATION, CLUSTERS, PRUNE_RATIO, QUANT, RANK_RATIO, SPARSITY, VOCAB,
-                   QUANT_BITS, WEIGHT_KNOBS, WHOLE_MODEL, Plan)
+from .plan import CALIBRATION, CLUSTERS, QUANT, QUANT_BITS, SPARSITY, WHOLE_MODEL, Plan
+from .records import PlanError, TorchStage
+from .registry import WEIGHT_KNOBS
 from .quantize import to_opset, weight_initializers
 from .weight_storage import NO_CALIBRATION, WeightPlan, compress_weights
-
-
-class PlanError(ValueError):
-    """A plan that does not fit the model (unknown unit, knob on an unsuitable layer)."""
 
 
 @dataclass(frozen=True)
@@ -150,71 +147,20 @@ def _structural_units(plan: Plan) -> set[str]:
 
 
 def compress_torch(plan: Plan, workload) -> nn.Module:
-    """The structural part of a plan: a physically smaller torch model."""
+    """The structural part of a plan: a physically smaller torch model, built by the
+    registry's torch-stage steps in order (compression/registry.py)."""
     model = copy.deepcopy(workload.model).eval()
     args = [torch.from_numpy(workload.example[n]) for n in workload.input_names]
-    modules = dict(model.named_modules())
     _check_units(plan, model)
     plan = structural.resolve(plan)   # conflicting knobs: precedence in compression/structural.py
-    _apply_vocab(model, plan, workload, args)
-    heads = set(pruning.attention_units(model))
-    ffns = set(pruning.ffn_units(model))
-    groups = {}
-    for unit, knobs in plan.units.items():
-        ratio = float(knobs.get(PRUNE_RATIO, 0.0))
-        if ratio <= 0:
-            continue
-        if unit in heads:
-            pruning.prune_heads(modules[unit], ratio)
-        elif unit in ffns:
-            pruning.prune_neurons(modules[unit], ratio)
-        else:
-            groups[unit] = ratio
-    if groups:
-        pruning.prune_groups(model, args, groups)
-    structural.drop_and_share(model, plan, args)
-    model = fold_batchnorm(model)
-    _apply_lowrank(model, plan)
-    structural.decompose_and_replace(model, plan, workload)
-    distill.distill(model, workload, structural.distill_steps(plan))
-    return model.eval()
+    stage = TorchStage(model, plan, workload, args)
+    for _, step in registry.torch_steps():
+        step(stage)
+    return stage.model.eval()
 
 
-def _apply_vocab(model: nn.Module, plan: Plan, workload, args) -> None:
-    from ..workloads.base import vocabulary_batches
-
-    units = [u for u, k in sorted(plan.units.items()) if k.get(VOCAB) == "corpus"]
-    if not units:
-        return
-    feeds = vocab.embedding_inputs(model, args, workload.input_names)
-    fallback = workload.vocab_fallback_id if workload.vocab_fallback_id is not None else 0
-    for unit in units:
-        if unit not in feeds:
-            raise PlanError(f"vocabulary pruning needs an embedding fed by a model input; "
-                            f"{unit!r} is not")
-        corpus = [batch[feeds[unit]] for batch in vocabulary_batches(workload)]
-        parent, attr = _parent_and_attr(model, unit)
-        setattr(parent, attr, vocab.prune_vocab(getattr(parent, attr), corpus, fallback))
-
-
-def _apply_lowrank(model: nn.Module, plan: Plan) -> None:
-    for unit, knobs in sorted(plan.units.items()):
-        ratio = float(knobs.get(RANK_RATIO, 1.0))
-        if ratio >= 1.0:
-            continue
-        parent, attr = _parent_and_attr(model, unit)
-        if isinstance(getattr(parent, attr), vocab.VocabPruned):
-            parent, attr = getattr(parent, attr), "embed"
-        layer = getattr(parent, attr)
-        rank = factor_rank(lowrank.full_rank(layer), ratio)
-        if lowrank.saves_parameters(layer, rank):
-            setattr(parent, attr, lowrank.factorize(layer, rank))
-
-
-def _parent_and_attr(model: nn.Module, unit: str) -> tuple[nn.Module, str]:
-    """The module holding ``unit`` and its attribute name there, for replacing the unit."""
-    parent_name, _, attr = unit.rpartition(".")
-    return (model.get_submodule(parent_name) if parent_name else model), attr
+def fold_batchnorm_step(stage: TorchStage) -> None:
+    stage.model = fold_batchnorm(stage.model)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -227,44 +173,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         return fuse(model)
     except Exception:   # untraceable model: the exporter folds BN itself; those convs stay float
         return model
-
-
-def match_initializers(proto: onnx.ModelProto, model: nn.Module) -> dict[str, str]:
-    """Map ONNX weight initializers to plan units by content (the exporter renames and transposes)."""
-    by_content: dict[str, str] = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
-            continue
-        unit = _unit_of(model, name)
-        weight = module.weight.detach().numpy()
-        by_content[_fingerprint(weight)] = unit
-        if weight.ndim == 2:
-            by_content[_fingerprint(np.ascontiguousarray(weight.T))] = unit
-    inits = {i.name: i for i in proto.graph.initializer}
-    matched = {}
-    for name in weight_initializers(proto):
-        unit = by_content.get(_fingerprint(numpy_helper.to_array(inits[name])))
-        if unit is not None:
-            matched[name] = unit
-    return matched
-
-
-_WRAPPERS = (lowrank.LowRank, vocab.VocabPruned, decompose.Decomposed, replace.Separable)
-
-
-def _unit_of(model: nn.Module, name: str) -> str:
-    """The plan unit a module belongs to: wrappers (low-rank pair, pruned vocabulary) answer for their parts."""
-    while "." in name:
-        parent = name.rpartition(".")[0]
-        if not isinstance(model.get_submodule(parent), _WRAPPERS):
-            break
-        name = parent
-    return name
-
-
-def _fingerprint(array: np.ndarray) -> str:
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    return hashlib.sha1(array.tobytes()).hexdigest() + str(array.shape)
 
 
 def count_params(proto: onnx.ModelProto) -> int:

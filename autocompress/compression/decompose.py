@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .knobs import Knob, Skip, factor_rank
+from .lowrank import factor_rank
+from .records import Knob, PlanError, Skip, parent_and_attr
 from .plan import DECOMP
 
 TECHNIQUE = "tensor decomposition"
@@ -146,3 +147,19 @@ def _cp_layers(conv: nn.Conv2d, weight: np.ndarray, rank: int) -> list[nn.Conv2d
 
 def _set(layer: nn.Conv2d, value: np.ndarray) -> None:
     layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(value)).float())
+
+
+def offer(model: nn.Module, example_args=(), input_names=()):
+    return decomp_knobs(model)
+
+
+def apply(stage) -> None:
+    """Each chosen conv becomes its decomposition (after low-rank, which it wins over)."""
+    for unit, knobs in sorted(stage.plan.units.items()):
+        choice = knobs.get(DECOMP, "none")
+        if choice != "none":
+            parent, attr = parent_and_attr(stage.model, unit)
+            layer = getattr(parent, attr)
+            if not isinstance(layer, nn.Conv2d) or unsuitable(layer):
+                raise PlanError(f"tensor decomposition needs a full k x k Conv2d; {unit!r} is not")
+            setattr(parent, attr, decompose(layer, choice))

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .knobs import Knob, Skip
+from .records import Knob, Skip
 from .plan import DROP, Plan
 
 TECHNIQUE = "depth pruning"
@@ -83,3 +83,11 @@ def drop_blocks(model: nn.Module, units: Sequence[str]) -> None:
         parent_name, _, attr = unit.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, Dropped())
+
+
+def offer(model: nn.Module, example_args: Sequence, input_names=()):
+    return drop_knobs(model, example_args)
+
+
+def apply(stage) -> None:
+    drop_blocks(stage.model, dropped_units(stage.plan))

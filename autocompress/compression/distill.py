@@ -13,6 +13,7 @@ of their rows see gradients on a small corpus; Adam state for them would dwarf t
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import weakref
 from typing import Sequence
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .knobs import Knob
+from .records import Knob
 from . import fidelity
 from .plan import DISTILL_STEPS, WHOLE_MODEL
 
@@ -51,10 +52,8 @@ def small_batches(workload, limit: int | None = None,
     """``BATCH_ROWS``-row pieces, in order, of the training batches (calibration when the
     workload has none; ``source="calibration"`` for calibration itself); at most ``limit``
     pieces (a short run needs only its first few of tens of thousands)."""
-    from ..workloads.base import recovery_batches
-
     out = []
-    batches = recovery_batches(workload) if source == "training" else workload.calibration
+    batches = workload.recovery_batches() if source == "training" else workload.calibration
     for batch in batches:
         args = [torch.from_numpy(batch[name]) for name in workload.input_names]
         for start in range(0, len(args[0]), BATCH_ROWS):
@@ -162,6 +161,28 @@ def _first(output):
 def deterministic():
     """Seeded RNG, deterministic kernels and a fixed thread count (reductions split the same
     way on every machine, and small training steps do not stall on a busy host)."""
-    from .recovery import deterministic as seeded
-
     return seeded(SEED, TRAIN_THREADS)
+
+
+@contextlib.contextmanager
+def seeded(seed: int = 0, threads: int = 1):
+    """Seeded RNG, deterministic kernels and a fixed thread count."""
+    was, before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was)
+            torch.set_num_threads(before)
+
+
+def offer(model: nn.Module, example_args=(), input_names=()):
+    return distill_knobs(model), []
+
+
+def apply(stage) -> None:
+    """Last step: recovery toward the uncompressed model after every structural change."""
+    distill(stage.model, stage.workload, int(stage.plan.get(WHOLE_MODEL, DISTILL_STEPS, 0)))

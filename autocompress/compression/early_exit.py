@@ -10,7 +10,7 @@ the exit head's output (then-branch) or runs the rest of the network (else-branc
 Runtime really skips the rest. Both segments are exported and quantized the normal way
 (the plan's quant choices apply to their layers; the exit heads stay float). A second output,
 ``exit_taken``, says which branch ran; the threshold is an overridable initializer
-(``exit_threshold``), so the runtime can force either path (how :mod:`.exit_runtime` times
+(``exit_threshold``), so the runtime can force either path (how :mod:`..cost_models.exit_runtime` times
 each path and measures the exit rate).
 
 Criterion (per batch: every row must pass, so at batch 1 it is per input):
@@ -351,7 +351,7 @@ def _calibrated(plan: Plan) -> bool:
 
 def _quantized(proto: onnx.ModelProto, plan: Plan, model: nn.Module, batches) -> onnx.ModelProto:
     """One segment through the normal weight storage path (exit heads match no unit: float)."""
-    from .apply import match_initializers
+    from .initializers import match_initializers
     from .fake_quant import weight_plans
     from .weight_storage import compress_weights
 
@@ -429,7 +429,7 @@ TECHNIQUE = "early exit"
 
 def exit_knobs(model: nn.Module, example_args) -> tuple[list, list]:
     """(knobs, skips): where an exit may go and its threshold, or why early exit is not offered."""
-    from .knobs import Knob, Skip
+    from .records import Knob, Skip
 
     container, blocks = exit_choices(model)
     if container is None:
@@ -446,3 +446,7 @@ def exit_knobs(model: nn.Module, example_args) -> tuple[list, list]:
     thresholds = AGREEMENT_THRESHOLDS if unit_norm else CONFIDENCE_THRESHOLDS
     return [Knob(container, EXIT_AFTER, (NO_EXIT, *blocks), TECHNIQUE),
             Knob(container, EXIT_THRESHOLD, thresholds, TECHNIQUE)], []
+
+
+def offer(model: nn.Module, example_args, input_names=()):
+    return exit_knobs(model, example_args)

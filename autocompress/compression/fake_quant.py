@@ -61,20 +61,20 @@ def weight_plans(plan: Plan, units: dict[str, str]) -> tuple[dict[str, WeightPla
 def find_targets(model: nn.Module, proto: onnx.ModelProto, weights: dict[str, WeightPlan],
                  calibration: str = NO_CALIBRATION) -> list[Target]:
     """Match each compressed initializer to the torch module holding the same numbers."""
-    from .apply import _fingerprint
+    from .initializers import fingerprint
 
     by_content: dict[str, tuple[str, bool]] = {}
     for name, module in model.named_modules():
         if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
             weight = module.weight.detach().numpy()
-            by_content[_fingerprint(weight)] = (name, False)
+            by_content[fingerprint(weight)] = (name, False)
             if weight.ndim == 2:
-                by_content.setdefault(_fingerprint(weight.T), (name, True))
+                by_content.setdefault(fingerprint(weight.T), (name, True))
     inits = {i.name: i for i in proto.graph.initializer}
     targets = []
     for init, wplan in sorted(weights.items()):
         kind = role(proto.graph, init) if init in inits else None
-        hit = by_content.get(_fingerprint(numpy_helper.to_array(inits[init]))) if kind else None
+        hit = by_content.get(fingerprint(numpy_helper.to_array(inits[init]))) if kind else None
         if wplan == WeightPlan() or hit is None:
             continue
         module = model.get_submodule(hit[0])

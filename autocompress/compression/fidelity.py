@@ -31,13 +31,3 @@ def steps(n: int) -> int:
 
 def scale() -> float:
     return _SCALE.get()
-
-
-def trains(plan) -> bool:
-    """Whether a plan's build has a training or calibration budget to scale."""
-    from .plan import CALIBRATION, DISTILL_STEPS, EXIT_AFTER, REPLACE, WHOLE_MODEL
-
-    whole = plan.units.get(WHOLE_MODEL, {})
-    return (int(whole.get(DISTILL_STEPS, 0)) > 0 or whole.get(CALIBRATION, "none") != "none"
-            or any(k.get(REPLACE, "none") != "none" or k.get(EXIT_AFTER, "none") != "none"
-                   for k in plan.units.values()))

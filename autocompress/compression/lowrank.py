@@ -11,6 +11,13 @@ import hashlib
 import torch
 from torch import nn
 
+from .plan import RANK_RATIO
+from .records import Knob, parent_and_attr
+
+RANK_CHOICES = (1.0, 0.5, 0.25, 0.125)
+EMBEDDING_RANK_CHOICES = (1.0, 0.5, 0.25, 0.125, 0.0625)
+MIN_FACTOR_DIM = 16                          # smaller layers gain nothing from factorising
+
 _SVD_CACHE: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 _SVD_CACHE_LIMIT = 64
 
@@ -85,6 +92,69 @@ def full_rank(module: nn.Module) -> int:
 
 def saves_parameters(module: nn.Module, rank: int) -> bool:
     """Whether the rank-``rank`` factor pair holds fewer parameters than the layer itself."""
-    from .knobs import factor_saves
-
     return factor_saves(module.weight.shape[0], module.weight[0].numel(), rank)
+
+
+def factor_saves(rows: int, cols: int, rank: int) -> bool:
+    """Whether a rank-``rank`` factor pair of a rows x cols weight holds fewer parameters."""
+    return rank * (rows + cols) < rows * cols
+
+
+def factor_rank(full_rank: int, ratio: float) -> int:
+    """The rank a ratio selects, snapped up to a multiple of 8 so kernels stay regular."""
+    rank = max(1, round(full_rank * ratio))
+    if rank >= 8:
+        rank = min(full_rank, -(-rank // 8) * 8)
+    return rank
+
+
+def useful_ranks(out_dim: int, in_dim: int, kernel: int, choices: tuple) -> tuple:
+    """Rank ratios whose factorised form really holds fewer parameters than the layer."""
+    full = min(out_dim, in_dim * kernel)
+    if full < MIN_FACTOR_DIM:
+        return (1.0,)
+    keep = [1.0]
+    for ratio in choices[1:]:
+        rank = factor_rank(full, ratio)
+        if factor_saves(out_dim, in_dim * kernel, rank):
+            keep.append(ratio)
+    return tuple(keep)
+
+
+def offer(model: nn.Module, example_args=(), input_names=()):
+    """(knobs, skips): the ranks that save parameters, per Linear, full Conv2d and large
+    Embedding."""
+    from .vocab import MIN_EMBEDDING_ROWS
+
+    knobs = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and module.num_embeddings >= MIN_EMBEDDING_ROWS:
+            ranks = useful_ranks(module.num_embeddings, module.embedding_dim, 1,
+                                 EMBEDDING_RANK_CHOICES)
+        elif isinstance(module, nn.Linear):
+            ranks = useful_ranks(module.out_features, module.in_features, 1, RANK_CHOICES)
+        elif isinstance(module, nn.Conv2d) and module.groups == 1:
+            k = module.kernel_size[0] * module.kernel_size[1]
+            ranks = useful_ranks(module.out_channels, module.in_channels, k, RANK_CHOICES)
+        else:
+            continue
+        if len(ranks) > 1:
+            knobs.append(Knob(name, RANK_RATIO, ranks, "low-rank factorization"))
+    return knobs, []
+
+
+def apply(stage) -> None:
+    """Each chosen layer becomes its factor pair (a pruned vocabulary's table inside it)."""
+    from .vocab import VocabPruned
+
+    for unit, knobs in sorted(stage.plan.units.items()):
+        ratio = float(knobs.get(RANK_RATIO, 1.0))
+        if ratio >= 1.0:
+            continue
+        parent, attr = parent_and_attr(stage.model, unit)
+        if isinstance(getattr(parent, attr), VocabPruned):
+            parent, attr = getattr(parent, attr), "embed"
+        layer = getattr(parent, attr)
+        rank = factor_rank(full_rank(layer), ratio)
+        if saves_parameters(layer, rank):
+            setattr(parent, attr, factorize(layer, rank))

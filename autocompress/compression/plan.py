@@ -14,7 +14,7 @@ from typing import Mapping
 
 PLAN_VERSION = 1
 
-# Knob names and their meaning; the search space and the appliers share these.
+# Knob names and their meaning; what each knob is (stage, identity, title) is in registry.py.
 PRUNE_RATIO = "prune_ratio"   # fraction of channels / neurons / heads removed
 RANK_RATIO = "rank_ratio"     # kept rank as a fraction of the full rank (1.0 = not factorised)
 QUANT = "quant"               # "float" | "w16" | "w8" | "w4" | "w3" | "w2" | "w8a8" | "w8a8c" | "w8a8cf"
@@ -30,9 +30,6 @@ DISTILL_STEPS = "distill_steps"  # 0 | N: knowledge-distillation steps after all
 EXIT_AFTER = "exit_after"      # "none" | "<container>.<k>": early exit after block k (early_exit.py)
 EXIT_THRESHOLD = "exit_threshold"  # exit when confidence (or consecutive-exit cosine) >= this
 WHOLE_MODEL = ""              # unit name of model-wide knobs (the root module's name)
-
-WEIGHT_KNOBS = (QUANT, SPARSITY, CLUSTERS)
-"""Knobs that change how a weight is stored in the ONNX file, not the torch model."""
 
 QUANT_BITS = {"float": (32, 32), "w16": (16, 32), "w8": (8, 32), "w4": (4, 32),
               "w3": (3, 32), "w2": (2, 32), "w8a8": (8, 8), "w8a8c": (8, 8),

@@ -12,8 +12,11 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from .plan import PRUNE_RATIO
+from .records import Knob
 from .tracing import trace_calls
 
+PRUNE_CHOICES = (0.0, 0.25, 0.5, 0.75)
 CHANNEL_ROUND_TO = 4   # kept channel counts are multiples of this (regular kernels)
 NEURON_ROUND_TO = 8
 
@@ -124,3 +127,33 @@ def prune_groups(model: nn.Module, example_args: Sequence, ratios: Mapping[str, 
         pruning_ratio=0.0, pruning_ratio_dict=ratio_dict,
         ignored_layers=_output_layers(model, example_args), round_to=CHANNEL_ROUND_TO)
     pruner.step()
+
+
+def offer(model: nn.Module, example_args: Sequence, input_names: Sequence[str] = ()):
+    """(knobs, skips): a ratio per attention block and FFN, or else per channel group."""
+    units = [(n, "attention heads") for n in attention_units(model)]
+    units += [(n, "ffn neurons") for n in ffn_units(model)]
+    if not units:
+        units = [(n, "channels") for n in group_units(model, example_args)]
+    return [Knob(name, PRUNE_RATIO, PRUNE_CHOICES, f"structured pruning ({what})")
+            for name, what in units], []
+
+
+def apply(stage) -> None:
+    """Heads and FFN neurons per module; channel groups all at once (one dependency graph)."""
+    model = stage.model
+    modules = dict(model.named_modules())
+    heads, ffns = set(attention_units(model)), set(ffn_units(model))
+    groups = {}
+    for unit, knobs in stage.plan.units.items():
+        ratio = float(knobs.get(PRUNE_RATIO, 0.0))
+        if ratio <= 0:
+            continue
+        if unit in heads:
+            prune_heads(modules[unit], ratio)
+        elif unit in ffns:
+            prune_neurons(modules[unit], ratio)
+        else:
+            groups[unit] = ratio
+    if groups:
+        prune_groups(model, stage.args, groups)

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from . import distill, recovery
-from .apply import Artifact, apply_plan, compress_torch, match_initializers
+from .apply import Artifact, apply_plan, compress_torch
+from .initializers import match_initializers
 from .fake_quant import FakeQuant, find_targets, weight_plans
 from .plan import Plan
 from .quantize import to_opset

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Mapping
 
 import numpy as np
 import onnx
@@ -72,17 +71,6 @@ def weight_initializers(model: onnx.ModelProto) -> list[str]:
     return list(weights(model))
 
 
-def quantize(model: onnx.ModelProto, choices: Mapping[str, str]) -> onnx.ModelProto:
-    """Apply a quant choice (see :data:`plan.QUANT_BITS`) to each named weight initializer.
-
-    The full form, with sparsity, clustering and calibrated static int8, is
-    :func:`weight_storage.compress_weights`; this is its quantization-only door.
-    """
-    from .weight_storage import WeightPlan, compress_weights
-
-    return compress_weights(model, {name: WeightPlan(quant=c) for name, c in choices.items()})
-
-
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     out: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
@@ -91,7 +79,7 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
-def _quantize_dynamic(model: onnx.ModelProto, node_names: list[str],
+def quantize_dynamic_nodes(model: onnx.ModelProto, node_names: list[str],
                       per_channel: bool = False, reduce_range: bool = False) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -106,7 +94,7 @@ def _quantize_dynamic(model: onnx.ModelProto, node_names: list[str],
         return onnx.load(dst)
 
 
-def _weight_only(graph, init: TensorProto, bits: int, kind: str, consumers: list) -> None:
+def weight_only(graph, init: TensorProto, bits: int, kind: str, consumers: list) -> None:
     """INT8/INT4 + DequantizeLinear in the main graph, producing the weight's own name
     (so nodes in subgraphs read it too); embedding tables as int8 rows instead."""
     from .onnx_graph import base_kind

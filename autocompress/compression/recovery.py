@@ -15,7 +15,6 @@ split by thread).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import weakref
 from dataclasses import asdict, dataclass
@@ -52,10 +51,8 @@ class RecoveryConfig:
 
 def training_pieces(workload, batch_rows: int) -> list[tuple[torch.Tensor, ...]]:
     """The recovery batches cut into ``batch_rows``-row pieces, in order."""
-    from ..workloads.base import recovery_batches
-
     out = []
-    for batch in recovery_batches(workload):
+    for batch in workload.recovery_batches():
         args = [torch.from_numpy(batch[name]) for name in workload.input_names]
         for start in range(0, len(args[0]), batch_rows):
             out.append(tuple(a[start:start + batch_rows] for a in args))
@@ -78,7 +75,7 @@ def train(student: nn.Module, workload, config: RecoveryConfig,
     pieces = training_pieces(workload, config.batch_rows)
     kind = distill.output_kind(workload)
     losses = []
-    with deterministic(config.seed, config.resolved_threads()), torch.enable_grad():
+    with distill.seeded(config.seed, config.resolved_threads()), torch.enable_grad():
         optimizer = _optimizer(params, config)
         schedule = _schedule(optimizer, config)
         student.eval()      # no dropout, no BatchNorm statistics drift: a function being fitted
@@ -107,9 +104,7 @@ _TEACHER_OUTPUTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKey
 def _teacher_outputs(teacher: nn.Module, workload, config: RecoveryConfig) -> dict:
     """Piece index -> the teacher's output, kept for this teacher, data and thread count
     (reductions split by thread: another count is another computation)."""
-    from ..workloads.base import recovery_batches
-
-    batches = recovery_batches(workload)
+    batches = workload.recovery_batches()
     key = (id(batches), len(batches), config.batch_rows, config.resolved_threads())
     return _TEACHER_OUTPUTS.setdefault(teacher, {}).setdefault(key, {})
 
@@ -162,16 +157,3 @@ def trainable(model: nn.Module, embeddings: bool = False) -> list[nn.Parameter]:
     return params
 
 
-@contextlib.contextmanager
-def deterministic(seed: int = 0, threads: int = 1):
-    """Seeded RNG, deterministic kernels and a fixed thread count."""
-    was, before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True)
-        torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(was)
-            torch.set_num_threads(before)

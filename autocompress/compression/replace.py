@@ -20,7 +20,7 @@ from torch import nn
 from . import fidelity
 from .decompose import MIN_SAVED_PER_LAYER
 from .distill import deterministic
-from .knobs import Knob, Skip
+from .records import Knob, Skip
 from .plan import REPLACE
 from .pruning import NEURON_ROUND_TO, _round_keep, ffn_units, prune_neurons
 
@@ -40,7 +40,7 @@ def replace_knobs(model: nn.Module) -> tuple[list[Knob], list[Skip]]:
     knobs, skips = [], []
     for name in ffn_units(model):
         if name == "":     # the whole model is not a block to swap (and "" names model-wide knobs)
-            skips.append(Skip("(model)", TECHNIQUE, "the model itself is an fc1/fc2 pair, not a "
+            skips.append(Skip("", TECHNIQUE, "the model itself is an fc1/fc2 pair, not a "
                               "replaceable block inside it"))
             continue
         width = model.get_submodule(name).fc1.out_features
@@ -169,3 +169,17 @@ def _check(module: nn.Module, choice: str, unit: str) -> None:
         what = "an FFN module (fc1/fc2)"
     if not ok:
         raise ValueError(f"module replacing {choice!r} needs {what}; {unit!r} is not")
+
+
+def offer(model: nn.Module, example_args=(), input_names=()):
+    return replace_knobs(model)
+
+
+def apply(stage) -> None:
+    """Chosen modules replaced and fitted to the originals' outputs on calibration batches."""
+    choices = {u: k[REPLACE] for u, k in stage.plan.units.items()
+               if k.get(REPLACE, "none") != "none"}
+    if choices:
+        batches = [tuple(torch.from_numpy(b[n]) for n in stage.workload.input_names)
+                   for b in stage.workload.calibration]
+        replace_modules(stage.model, choices, batches)

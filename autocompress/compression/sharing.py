@@ -13,7 +13,7 @@ from typing import Sequence
 from torch import nn
 
 from .depth import block_signatures
-from .knobs import Knob, Skip
+from .records import Knob, Skip
 from .plan import SHARE
 
 TECHNIQUE = "parameter sharing"
@@ -75,3 +75,13 @@ def _order(unit: str) -> tuple:
     parent, _, index = unit.rpartition(".")
     return parent, int(index)
 
+
+
+def offer(model: nn.Module, example_args: Sequence, input_names=()):
+    return share_knobs(model, example_args)
+
+
+def apply(stage) -> None:
+    sharers = [u for u, k in stage.plan.units.items() if k.get(SHARE) is True]
+    if sharers:
+        share_blocks(stage.model, sharers, stage.args)

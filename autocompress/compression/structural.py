@@ -1,6 +1,6 @@
-"""The structural techniques beyond pruning and low-rank: their knobs, precedence and order.
+"""Precedence between the structural techniques, so that every plan the space proposes applies.
 
-Order inside ``apply.compress_torch``:
+Order of the torch stage (``registry.TORCH_STAGE``, run by ``apply.compress_torch``):
     vocab -> pruning -> drop blocks -> share blocks -> fold BN -> low-rank
     -> decompose convs -> replace modules -> distillation (last: recovery after everything)
 
@@ -19,28 +19,14 @@ Quantization knobs are never touched: they follow whatever tensors remain.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
 from torch import nn
 
-from . import decompose, depth, distill, replace, sharing
-from .knobs import Knob, Skip
-from .plan import (DECOMP, DISTILL_STEPS, DROP, EXIT_AFTER, PRUNE_RATIO, RANK_RATIO, REPLACE, SHARE,
-                   WHOLE_MODEL, Plan)
+from . import sharing
+from .plan import DECOMP, DROP, EXIT_AFTER, PRUNE_RATIO, RANK_RATIO, REPLACE, SHARE, Plan
 
-STRUCTURAL = (PRUNE_RATIO, RANK_RATIO, DECOMP, REPLACE, SHARE)
-
-
-def structural_knobs(model: nn.Module, example_args: Sequence) -> tuple[list[Knob], list[Skip]]:
-    """Knobs for depth, sharing, decomposition, replacing and distillation; and the skips."""
-    knobs, skips = [], []
-    for found, missed in (depth.drop_knobs(model, example_args),
-                          sharing.share_knobs(model, example_args),
-                          decompose.decomp_knobs(model), replace.replace_knobs(model)):
-        knobs += found
-        skips += missed
-    return knobs + distill.distill_knobs(model), skips
+SHARER_LOSES = (PRUNE_RATIO, RANK_RATIO, DECOMP, REPLACE, SHARE)
+"""Knobs on the units inside a block that shares its predecessor's weights: its own
+tensors are discarded, so they would change nothing (rule 2 below)."""
 
 
 def _inside(unit: str, blocks: set[str]) -> bool:
@@ -62,7 +48,7 @@ def resolve(plan: Plan) -> Plan:
         if unit not in sharers:
             knobs.pop(SHARE, None)
         if any(unit.startswith(s + ".") for s in sharers):
-            _remove(knobs, *STRUCTURAL)
+            _remove(knobs, *SHARER_LOSES)
         if any(unit.startswith(r + ".") for r in replaced):
             _remove(knobs, RANK_RATIO, DECOMP, REPLACE)
         if knobs.get(REPLACE, "none") != "none":
@@ -81,7 +67,7 @@ def coherent(plan: Plan, contained: frozenset = frozenset()) -> Plan:
     rooted inside a dropped block that also shrink layers outside it keep their ratio
     (pruning runs before the drop); ``contained`` names the units whose pruning acts only
     inside their block (attention heads, FFN neurons: :func:`contained_units`)."""
-    from .plan import WEIGHT_KNOBS
+    from .registry import WEIGHT_KNOBS
 
     plan = resolve(plan)
     dropped = {u for u, k in plan.units.items() if k.get(DROP) is True}
@@ -123,33 +109,3 @@ def _exit_keeps_blocks(plan: Plan) -> Plan:
 def _remove(knobs: dict, *names: str) -> None:
     for name in names:
         knobs.pop(name, None)
-
-
-def drop_and_share(model: nn.Module, plan: Plan, example_args: Sequence) -> None:
-    """Steps before BatchNorm folding (they address blocks that folding may flatten)."""
-    depth.drop_blocks(model, depth.dropped_units(plan))
-    sharers = [u for u, k in plan.units.items() if k.get(SHARE) is True]
-    if sharers:
-        sharing.share_blocks(model, sharers, example_args)
-
-
-def decompose_and_replace(model: nn.Module, plan: Plan, workload) -> None:
-    """Steps after low-rank: conv decomposition, then module replacing."""
-    for unit, knobs in sorted(plan.units.items()):
-        choice = knobs.get(DECOMP, "none")
-        if choice != "none":
-            parent_name, _, attr = unit.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            layer = getattr(parent, attr)
-            if not isinstance(layer, nn.Conv2d) or decompose.unsuitable(layer):
-                raise ValueError(f"tensor decomposition needs a full k x k Conv2d; {unit!r} is not")
-            setattr(parent, attr, decompose.decompose(layer, choice))
-    choices = {u: k[REPLACE] for u, k in plan.units.items() if k.get(REPLACE, "none") != "none"}
-    if choices:
-        batches = [tuple(torch.from_numpy(b[n]) for n in workload.input_names)
-                   for b in workload.calibration]
-        replace.replace_modules(model, choices, batches)
-
-
-def distill_steps(plan: Plan) -> int:
-    return int(plan.get(WHOLE_MODEL, DISTILL_STEPS, 0))

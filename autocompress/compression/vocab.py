@@ -12,7 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .plan import VOCAB
+from .records import Knob, PlanError, parent_and_attr
 from .tracing import trace_calls
+
+VOCAB_CHOICES = ("full", "corpus")
+MIN_EMBEDDING_ROWS = 1000
+"""An embedding with this many rows is a vocabulary table: it gets vocabulary pruning,
+low-rank and weight-storage knobs."""
 
 
 class VocabPruned(nn.Module):
@@ -52,3 +59,29 @@ def prune_vocab(embedding: nn.Embedding, corpus_ids: Iterable[np.ndarray], fallb
     remap = torch.full((embedding.num_embeddings,), fallback_row, dtype=torch.int32)
     remap[keep] = torch.arange(len(keep), dtype=torch.int32)
     return VocabPruned(remap, table)
+
+
+def offer(model: nn.Module, example_args, input_names=()):
+    """(knobs, skips): a choice per large embedding fed straight from a model input."""
+    fed = embedding_inputs(model, example_args, input_names) if input_names else {}
+    return [Knob(name, VOCAB, VOCAB_CHOICES, "vocabulary pruning")
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Embedding) and module.num_embeddings >= MIN_EMBEDDING_ROWS
+            and name in fed], []
+
+
+def apply(stage) -> None:
+    """Each chosen table keeps the rows the workload's vocabulary corpus uses."""
+    model, workload = stage.model, stage.workload
+    units = [u for u, k in sorted(stage.plan.units.items()) if k.get(VOCAB) == "corpus"]
+    if not units:
+        return
+    feeds = embedding_inputs(model, stage.args, workload.input_names)
+    fallback = workload.vocab_fallback_id if workload.vocab_fallback_id is not None else 0
+    for unit in units:
+        if unit not in feeds:
+            raise PlanError(f"vocabulary pruning needs an embedding fed by a model input; "
+                            f"{unit!r} is not")
+        corpus = [batch[feeds[unit]] for batch in workload.vocabulary_batches()]
+        parent, attr = parent_and_attr(model, unit)
+        setattr(parent, attr, prune_vocab(getattr(parent, attr), corpus, fallback))

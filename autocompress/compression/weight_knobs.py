@@ -2,7 +2,7 @@
 clustering per layer, and the model-wide activation calibration method.
 
 Every offered combination applies (see :mod:`.weight_storage` for how they compose);
-what is not offered comes back as a :class:`~.knobs.Skip` naming the layer and why.
+what is not offered comes back as a :class:`~.records.Skip` naming the layer and why.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 from .calibration import CALIBRATION_METHODS
 from .clustering import CLUSTER_CHOICES
 from .plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL
+from .records import Knob, Skip
 from .sparsity import SPARSITY_CHOICES
 from .weight_storage import DYNAMIC_INT8, NO_CALIBRATION
 
@@ -38,8 +39,6 @@ MiniLM, a fifth of a 4 MB budget in float) still gets weight-storage knobs."""
 
 def layer_weight_knobs(unit: str, kind: str, shape: Sequence[int], groups: int = 1):
     """(knobs, skips) for one layer's weight: ``kind`` is ``matmul``/``conv``/``gather``."""
-    from .knobs import Knob, Skip
-
     n = prod(shape)
     quant = EMBEDDING_QUANT_CHOICES if kind == "gather" else QUANT_CHOICES
     if kind == "matmul":
@@ -68,8 +67,6 @@ def layer_weight_knobs(unit: str, kind: str, shape: Sequence[int], groups: int =
 
 def calibration_knob(knobs: Sequence) -> list:
     """The model-wide calibration knob, offered when some MatMul/Conv layer can take int8."""
-    from .knobs import Knob
-
     if any(k.name == QUANT and "w8a8" in k.choices for k in knobs):
         return [Knob(WHOLE_MODEL, CALIBRATION, CALIBRATION_CHOICES,
                      "static int8 activations (calibration method)")]
@@ -80,7 +77,7 @@ def torch_weight_knobs(model) -> tuple[list, list]:
     """(knobs, skips) for every Linear, Conv2d and large Embedding of a torch model."""
     from torch import nn
 
-    from .knobs import MIN_EMBEDDING_ROWS
+    from .vocab import MIN_EMBEDDING_ROWS
 
     knobs, skips = [], []
     for name, module in model.named_modules():
@@ -98,11 +95,16 @@ def torch_weight_knobs(model) -> tuple[list, list]:
     return knobs + calibration_knob(knobs), skips
 
 
+def offer(model, example_args=(), input_names=()) -> tuple[list, list]:
+    """The registry's entry for the weight-storage techniques (quantization, sparsity,
+    clustering and calibration are offered together: they compose into one stored format)."""
+    return torch_weight_knobs(model)
+
+
 def onnx_weight_knobs(weights: Mapping[str, tuple[str, tuple]]) -> tuple[list, list]:
     """(knobs, skips) for an ONNX model's weights (name -> (kind, shape), see
     :func:`.onnx_graph.weights`): int8 kernels only where ONNX Runtime's quantizers take
     the op (main-graph MatMul / Conv), weight-only storage elsewhere."""
-    from .knobs import Skip
     from .onnx_graph import WEIGHT_ONLY
 
     knobs, skips = [], []

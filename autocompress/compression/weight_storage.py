@@ -102,10 +102,10 @@ def compress_weights(model: onnx.ModelProto, plans: Mapping[str, WeightPlan],
         elif mode == "fp16":
             _store_fp16(model.graph, inits[name], weight, mask)
         elif mode == "dq":
-            from .quantize import _weight_only
+            from .quantize import weight_only
 
             _set(inits[name], weight)
-            _weight_only(model.graph, inits[name], INT_BITS[plan.quant], kind,
+            weight_only(model.graph, inits[name], INT_BITS[plan.quant], kind,
                          [n for n in model.graph.node if name in n.input])
         elif mode == "packed":
             _store_packed(model.graph, inits[name], weight, INT_BITS[plan.quant], kind, mask)
@@ -267,9 +267,9 @@ def _run_ort_quantizers(model, todo, modes, calibration, batches) -> onnx.ModelP
     for mode, (per_channel, reduce_range) in DYNAMIC_MODES.items():
         dynamic_nodes = nodes_of(mode)
         if dynamic_nodes:
-            from .quantize import _quantize_dynamic
+            from .quantize import quantize_dynamic_nodes
 
-            model = _quantize_dynamic(model, dynamic_nodes, per_channel, reduce_range)
+            model = quantize_dynamic_nodes(model, dynamic_nodes, per_channel, reduce_range)
     return model
 
 

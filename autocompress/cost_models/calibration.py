@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..paths import cache_dir
-from ..report.pareto_json import write_json_atomic
+from ..files import write_json_atomic
 from .features import FEATURE_VERSION
 
 MAX_SAMPLES = 2000   # oldest dropped beyond this: a fit stays cheap and follows the device

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..compression import registry  # noqa: E402
 from .run import Run, knob_value, quant_label  # noqa: E402
 from .summary import is_measured  # noqa: E402
 
@@ -131,12 +132,8 @@ def parallel_coordinates(run: Run):
     return fig
 
 
-KNOB_TITLES = {"quant": "weight bits (a8: int8 activations)", "prune_ratio": "pruning ratio",
-               "rank_ratio": "kept rank", "sparsity": "sparsity", "clusters": "weight clusters",
-               "decomp": "conv decomposition", "replace": "layer replacement",
-               "drop": "block dropped", "share": "weights shared", "vocab": "vocabulary",
-               "calibration": "int8 calibration", "distill_steps": "distillation steps"}
-"""Panel order and titles; knobs not listed follow, by name."""
+KNOB_TITLES = registry.titles()
+"""Panel order (the registry's) and titles; knobs not registered follow, by name."""
 
 
 def heat_values(run: Run) -> list[tuple[str, list[str], list[list[str]], np.ndarray]]:

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..compression import registry
 from ..compression.plan import QUANT_BITS
 
 
@@ -119,21 +120,15 @@ def _units_from_plans(document: dict) -> dict[str, dict[str, tuple]]:
     for p in document["front"]:
         for unit, knobs in p["plan"].get("units", {}).items():
             for knob in knobs:
-                out.setdefault(knob, {})[unit] = (DEFAULTS.get(knob),)
+                out.setdefault(knob, {})[unit] = (registry.identity(knob),)
     return out
-
-
-DEFAULTS = {"quant": "float", "prune_ratio": 0.0, "rank_ratio": 1.0, "vocab": "full",
-            "sparsity": 0.0, "clusters": 0, "drop": False, "share": False, "decomp": "none",
-            "replace": "none", "distill_steps": 0, "calibration": "none"}
-"""A knob missing from a plan means "leave as is" (its first choice); used without a study."""
 
 
 def knob_value(plan: dict, unit: str, knob: str, default=None):
     value = plan.get("units", {}).get(unit, {}).get(knob)
     if value is not None:
         return value
-    return default if default is not None else DEFAULTS.get(knob)
+    return default if default is not None else registry.identity(knob)
 
 
 def quant_label(choice: str) -> str:

@@ -31,7 +31,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ..compression.knobs import Knob
-from ..compression.plan import DROP, SHARE, WEIGHT_KNOBS
+from ..compression.plan import DROP, SHARE
+from ..compression.registry import WEIGHT_KNOBS
 
 LADDER = (1.0, 0.85, 0.7)
 """Seeds at the budget and below it (a smaller plan leaves room for what the model misses)."""

@@ -27,7 +27,8 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from ..compression.knobs import Knob
-from ..compression.plan import DISTILL_STEPS, WEIGHT_KNOBS
+from ..compression.plan import DISTILL_STEPS
+from ..compression.registry import WEIGHT_KNOBS
 
 CATASTROPHIC = 0.25
 """A choice whose drop alone exceeds this fraction of the baseline quality is removed."""

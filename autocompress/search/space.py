@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..compression import registry
 from ..compression.knobs import Knob
-from ..compression.plan import CALIBRATION, DISTILL_STEPS, EXIT_AFTER, EXIT_THRESHOLD, Plan
+from ..compression.plan import Plan
 
 
 def suggest_plan(trial, knobs: Sequence[Knob]) -> Plan:
@@ -59,13 +60,10 @@ def _anchor_choice(knob: Knob, quant: str):
     return knob.choices[0]
 
 
-# Knobs that do not make the artifact smaller: the smallest corner leaves them as they are
-# (distillation and calibration cost trial time; an early exit adds a head).
-NOT_SIZE_KNOBS = (DISTILL_STEPS, CALIBRATION, EXIT_AFTER, EXIT_THRESHOLD)
-
-
 def _most_compressing(knob: Knob):
-    if knob.name in NOT_SIZE_KNOBS:
+    """Knobs that do not make the artifact smaller (distillation and calibration cost trial
+    time; an early exit adds a head) stay as they are in the smallest corner."""
+    if knob.name not in registry.names(shrinks=True):
         return knob.choices[0]
     if knob.name == "quant":
         return "w4" if "w4" in knob.choices else knob.choices[-1]

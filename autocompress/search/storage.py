@@ -43,7 +43,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.trial import FrozenTrial, TrialState
 
-from ..supervisor import supervised
+from ..crash_note import supervised
 
 JOURNAL = "journal:///"
 HEARTBEAT_S = 5

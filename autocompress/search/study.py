@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from ..compression.knobs import Knob
 from ..crash_hook import crash_at, stop_at
-from ..supervisor import tell
+from ..crash_note import tell
 from .fidelity import PROXY_QUALITY, promising
 from .objectives import OBJECTIVES, Budget
 from .queue import fill as fill_queue

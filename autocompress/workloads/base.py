@@ -20,6 +20,10 @@ Outputs = Sequence[np.ndarray]
 """The model's outputs for one batch, in ``Workload.output_names`` order."""
 
 
+class WorkloadError(ValueError):
+    """A model that cannot be used; the message says which file or name and why."""
+
+
 @dataclass(frozen=True)
 class Quality:
     """A quality score; ``value`` is the objective (higher is better)."""
@@ -104,6 +108,15 @@ class Workload:
         if missing:
             raise ValueError(f"workload {self.name!r}: example lacks inputs {sorted(missing)}")
 
+    def vocabulary_batches(self) -> list:
+        """The batches whose tokens vocabulary pruning keeps: calibration and the training
+        set (recovery trains the kept rows on it; the evaluation set is never read)."""
+        return [*self.calibration, *self.training]
+
+    def recovery_batches(self) -> Sequence:
+        """The batches recovery training runs on: the training set, else calibration."""
+        return self.training if self.training else self.calibration
+
 
 class LazyBatches(Sequence):
     """Batches built on first access (e.g. text gathered and tokenised at run time)."""
@@ -124,14 +137,3 @@ class LazyBatches(Sequence):
 
     def __bool__(self) -> bool:
         return True     # known to exist without building it
-
-
-def vocabulary_batches(workload) -> list[Batch]:
-    """The batches whose tokens vocabulary pruning keeps: calibration and the training set
-    (recovery trains the kept rows on it; the evaluation set is never read)."""
-    return [*workload.calibration, *workload.training]
-
-
-def recovery_batches(workload) -> Sequence[Batch]:
-    """The batches recovery training runs on: the training set, else calibration."""
-    return workload.training if workload.training else workload.calibration

@@ -111,7 +111,7 @@ def collect_paragraphs(exclude: Sequence[str], limit: int = 40_000, seed: int = 
     random.Random(seed).shuffle(ordered)
     ordered = ordered[:limit]
     if use_cache:
-        from ..report.pareto_json import write_json_atomic
+        from ..files import write_json_atomic
 
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, ordered)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import onnx
 
-from .base import Workload
+from .base import Workload, WorkloadError  # noqa: F401 (re-exported)
 from .onnx_inputs import (InputError, input_specs, load_data, parse_shapes, resolve_shapes,
                           split, synthetic_feeds)
 
@@ -24,10 +24,6 @@ TECHNIQUES_PATH = (
     "onnx2torch, which requires torchvision, and PyPI's torchvision for torch 2.13.0 is a "
     "CUDA build that does not load with the CPU torch here")
 """What ``techniques --model FILE.onnx`` says about the structural techniques, and why."""
-
-
-class WorkloadError(ValueError):
-    """A model that cannot be used; the message says which file or name and why."""
 
 
 def load_onnx_workload(path: str | Path, data: str | Path | None = None,

@@ -30,7 +30,7 @@ class Scorer:
 
 def choose(metric: str | None, output_names: Sequence[str], reference: Sequence) -> Scorer:
     """The scorer ``metric`` names, or the automatic one (top-1 for class scores, else cosine)."""
-    from .onnx_file import WorkloadError
+    from .base import WorkloadError
 
     if metric is None:
         metric = "top1" if classifier_shaped(reference) else "cosine"
@@ -96,7 +96,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _load_metric(spec: str) -> Callable:
-    from .onnx_file import WorkloadError
+    from .base import WorkloadError
     from .user_code import import_attribute
 
     function = import_attribute(spec, "--metric")

@@ -18,7 +18,7 @@ def names_code(spec: str) -> bool:
 
 def import_attribute(spec: str, what: str):
     """The object ``spec`` names; one WorkloadError line (naming ``what``) when it cannot be imported."""
-    from .onnx_file import WorkloadError
+    from .base import WorkloadError
 
     module_name, _, name = spec.partition(":")
     if str(Path.cwd()) not in sys.path:

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .early_exit import EXIT_TAKEN, THRESHOLD_NAME
+from ..compression.early_exit import EXIT_TAKEN, THRESHOLD_NAME
 
 
 def is_early_exit(session) -> bool:
@@ -95,7 +95,7 @@ def expected_prediction(cost_model, path, shapes: dict, exit_rate: float):
     """(full-path GraphCost, Prediction weighted by the exit rate; peak RAM of the full path)."""
     from dataclasses import replace
 
-    from ..cost_models.layers import describe
+    from .layers import describe
 
     exit_model, full_model = path_models(onnx.load(str(path)))
     exit_graph, full_graph = describe(exit_model, shapes), describe(full_model, shapes)

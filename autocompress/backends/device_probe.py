@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .profile import DeviceProfile, ProfileError
+from ..device_profiles.profile import DeviceProfile, ProfileError
 
 MATMUL_SIZES = ((64, 256, 256), (64, 512, 512), (128, 1024, 1024))   # (M, K, N)
 CONV_SIZES = ((32, 32, 28), (64, 64, 14))                            # (Cin, Cout, HxW), 3x3
@@ -93,7 +93,7 @@ def benchmarks() -> list[tuple[str, str, Callable]]:
 
 def ort_timer(threads: int = 2, repeat: int = 20) -> Callable:
     """Times a micro-model on this machine with ONNX Runtime: median seconds per run."""
-    from ..backends import ort_runner
+    from . import ort_runner
 
     def run(path: Path, inputs: dict) -> float:
         session = ort_runner.make_session(path, threads)
@@ -105,7 +105,7 @@ def ort_timer(threads: int = 2, repeat: int = 20) -> Callable:
 
 def rpc_timer(device, profile: DeviceProfile) -> Callable:
     """Times a micro-model on a board: TVM-compiled for the profile's target, run over RPC."""
-    from ..backends import tvm_compile
+    from . import tvm_compile
 
     def run(path: Path, inputs: dict) -> float:
         shapes = {k: v.shape for k, v in inputs.items()}
