@@ -36,10 +36,6 @@ from .compression import registry
 from .compression.plan import CLUSTERS, QUANT, QUANT_BITS, SPARSITY, Plan
 from .paths import cache_dir
 
-STRUCTURAL = registry.names(probe=registry.TORCH)
-"""Knobs measured through the torch stage (pruning, low rank, dropping, sharing, conv
-decomposition, vocabulary)."""
-WEIGHT = registry.names(probe=registry.WEIGHTS)
 METHOD = "one knob at a time on the uncompressed model; workload score on its evaluation set"
 VERSION = 7
 FORMAT_ROUNDS = 5
@@ -100,7 +96,15 @@ def space_digest(knobs: Sequence[Knob]) -> str:
 
 
 def measurable(knob: Knob) -> bool:
-    return knob.name in STRUCTURAL or knob.name in WEIGHT
+    return probe(knob) is not None
+
+
+def probe(knob: Knob) -> str | None:
+    """How a choice is measured alone (the registry's ``probe``): ``registry.TORCH`` through
+    the torch stage (pruning, low rank, dropping, sharing, conv decomposition, vocabulary),
+    ``registry.WEIGHTS`` as the stored weight format, None not at all."""
+    spec = registry.knob_specs().get(knob.name)
+    return spec.probe if spec else None
 
 
 def analyse(workload, knobs: Sequence[Knob], use_cache: bool = True,
@@ -228,7 +232,7 @@ class _Probe:
 
     def quality(self, knob: Knob, choice) -> tuple[float, float] | None:
         """(quality, estimated bytes saved) with only ``knob`` set to ``choice``."""
-        if knob.name in STRUCTURAL:
+        if probe(knob) == registry.TORCH:
             model = self._structural(knob, choice)
             if model is None:
                 return None
@@ -244,7 +248,7 @@ class _Probe:
 
     def saved_only(self, knob: Knob, choice) -> tuple[None, float] | None:
         """Bytes saved without measuring quality (a bounded choice)."""
-        if knob.name in STRUCTURAL:
+        if probe(knob) == registry.TORCH:
             model = self._structural(knob, choice)
             return None if model is None else (None, self._saved_by(model))
         return (None, self._weight_saved(knob, choice)) if self.units.get(knob.unit) else None
@@ -259,7 +263,7 @@ class _Probe:
 
         formats: dict[str, dict[str, WeightPlan]] = {}
         for knob in knobs:
-            if knob.name not in WEIGHT:
+            if probe(knob) != registry.WEIGHTS:
                 continue
             for choice in knob.choices[1:]:
                 plan = _weight_plan(knob, choice)

@@ -9,14 +9,21 @@ from autocompress.device_profiles import ProfileError, known_targets, load_profi
 BUILT_IN = ("jetson-nano", "jetson-orin-nano", "raspberry-pi-4", "raspberry-pi-5", "host")
 
 
-def test_every_built_in_profile_loads_with_a_tvm_target_and_sources():
+def test_the_boards_the_readme_names_are_built_in():
     assert set(BUILT_IN) <= set(known_targets())
-    for name in BUILT_IN:
-        profile = resolve_target(name)
-        assert profile.tvm_target
-        assert profile.peak_ops_per_s["int8"] > 0 and profile.memory_bandwidth_bytes_per_s > 0
-        for field in ("peak_ops_per_s", "memory_bandwidth_bytes_per_s", "power_w", "energy"):
-            assert profile.sources[field].strip()
+
+
+@pytest.mark.parametrize("name", known_targets())
+def test_every_profile_loads_with_a_tvm_target_sources_and_a_faithful_round_trip(name):
+    from autocompress.backends.tvm_compile import resolve_target as tvm_target
+    from autocompress.device_profiles import DeviceProfile
+
+    profile = resolve_target(name)
+    assert profile.peak_ops_per_s["int8"] > 0 and profile.memory_bandwidth_bytes_per_s > 0
+    for field in ("peak_ops_per_s", "memory_bandwidth_bytes_per_s", "power_w", "energy"):
+        assert profile.sources[field].strip()
+    assert tvm_target(profile).target is not None       # TVM parses its target
+    assert DeviceProfile.from_dict(profile.to_dict(), name) == profile
 
 
 def test_host_profile_reads_this_machine():

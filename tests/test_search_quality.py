@@ -163,7 +163,7 @@ def test_sensitivity_measures_each_choice_alone_and_is_cached(tmp_path, monkeypa
     assert 64 * 128 * 3 - 128 * 4 - 160 <= saved <= 64 * 128 * 3 - 128 * 4
     # every weight format timed model-wide against float
     formats = {f"{k.name}:{sensitivity.choice_key(c)}" for k in knobs
-               if k.name in sensitivity.WEIGHT for c in k.choices[1:]}
+               if sensitivity.probe(k) == "weights" for c in k.choices[1:]}
     assert set(result.format_latency) == formats
     assert all(0 < r < 100 for r in result.format_latency.values())
     assert result.latency_ratio(fc1_w2, "w8a8") == result.format_latency['quant:"w8a8"']

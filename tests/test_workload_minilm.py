@@ -149,33 +149,35 @@ def test_rebuilding_is_cheap_and_does_not_share_the_model(workload):
     np.testing.assert_array_equal(again.evaluation[0]["input_ids"], workload.evaluation[0]["input_ids"])
 
 
-def test_head_pruning_runs():
+def test_head_pruning_keeps_the_strongest_heads_and_the_encoder_runs():
+    from autocompress.compression.pruning import prune_heads
+
     model = minilm.load_minilm()
     attention = model.layers[1].attention
-    keep = torch.tensor([0, 2, 3, 5, 8, 11])
-    rows = (keep[:, None] * attention.head_dim + torch.arange(attention.head_dim)).reshape(-1)
-    with torch.no_grad():
-        for name in ("q", "k", "v"):
-            old = getattr(attention, name)
-            new = nn.Linear(384, len(rows))
-            new.weight.copy_(old.weight[rows])
-            new.bias.copy_(old.bias[rows])
-            setattr(attention, name, new)
-        old = attention.o
-        attention.o = nn.Linear(len(rows), 384)
-        attention.o.weight.copy_(old.weight[:, rows])
-        attention.o.bias.copy_(old.bias)
-    attention.num_heads = 6
+    before = _embed(model, minilm.tokenize(SENTENCES))
+    prune_heads(attention, 0.5)
+    assert attention.num_heads == 6
+    assert attention.q.out_features == attention.k.out_features == 6 * attention.head_dim
+    assert attention.o.in_features == 6 * attention.head_dim
     out = _embed(model, minilm.tokenize(SENTENCES))
     assert out.shape == (len(SENTENCES), 384) and np.isfinite(out).all()
+    cosine = (out * before).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(before, axis=1)
+    assert 0.5 < cosine.min() < 1.0     # changed, not broken (half of one layer's heads)
 
 
-def test_low_rank_replacement_runs():
+def test_low_rank_factorization_of_an_ffn_layer_and_the_word_table_runs():
+    from autocompress.compression.lowrank import LowRank, factorize
+
     model = minilm.load_minilm()
-    model.layers[0].ffn.fc1 = nn.Sequential(nn.Linear(384, 64, bias=False), nn.Linear(64, 1536))
-    model.embeddings.word = nn.Sequential(nn.Embedding(30522, 32), nn.Linear(32, 384, bias=False))
+    before = _embed(model, minilm.tokenize(SENTENCES))
+    model.layers[0].ffn.fc1 = factorize(model.layers[0].ffn.fc1, 256)
+    model.embeddings.word = factorize(model.embeddings.word, 192)
+    assert isinstance(model.layers[0].ffn.fc1, LowRank) and isinstance(model.embeddings.word, LowRank)
+    assert [tuple(p.shape) for p in model.embeddings.word.parameters()][:1] == [(30522, 192)]
     out = _embed(model, minilm.tokenize(SENTENCES))
     assert out.shape == (len(SENTENCES), 384) and np.isfinite(out).all()
+    cosine = (out * before).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(before, axis=1)
+    assert 0.6 < cosine.min() < 1.0
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # dynamo=False is the legacy exporter, on purpose

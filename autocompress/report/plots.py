@@ -132,8 +132,6 @@ def parallel_coordinates(run: Run):
     return fig
 
 
-KNOB_TITLES = registry.titles()
-"""Panel order (the registry's) and titles; knobs not registered follow, by name."""
 
 
 def heat_values(run: Run) -> list[tuple[str, list[str], list[list[str]], np.ndarray]]:
@@ -143,7 +141,8 @@ def heat_values(run: Run) -> list[tuple[str, list[str], list[list[str]], np.ndar
     last, usually the most compressing, choice)."""
     if not run.front:
         return []
-    order = list(KNOB_TITLES) + sorted(set(run.knob_choices) - set(KNOB_TITLES))
+    titles = registry.titles()   # panel order (the registry's); others follow, by name
+    order = list(titles) + sorted(set(run.knob_choices) - set(titles))
     out = []
     for knob in order:
         per_unit = run.knob_choices.get(knob)
@@ -162,7 +161,7 @@ def heat_values(run: Run) -> list[tuple[str, list[str], list[list[str]], np.ndar
                 row_shades.append(index / max(1, len(choices) - 1))
             labels.append(row_labels)
             shades.append(row_shades)
-        out.append((KNOB_TITLES.get(knob, knob), [u or "(whole model)" for u in units], labels,
+        out.append((titles.get(knob, knob), [u or "(whole model)" for u in units], labels,
                     np.array(shades, dtype=float)))
     return out
 
