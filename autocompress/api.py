@@ -25,6 +25,7 @@ from .compression.quantize import to_opset
 from .device_profiles import DeviceProfile, load_profile, resolve_target
 from .pipeline import Evaluator
 from .files import write_json_atomic
+from .trial_record import metrics_of
 from .report.pareto_json import SCHEMA_VERSION, point
 from .report.environment import environment
 from .search import pareto
@@ -468,8 +469,8 @@ def _target_fronts(config, complete, run_dir, evaluator) -> dict:
     for name in config.extra_targets:
         scored = []
         for trial in complete:
-            metrics = trial.user_attrs.get("metrics", {})
-            numbers = metrics.get("per_target", {}).get(name)
+            metrics = metrics_of(trial)
+            numbers = metrics.per_target.get(name) if metrics else None
             if numbers is None or not pareto.is_final(trial):
                 continue
             violations = config.budget.violations(OnTarget(metrics, numbers))
@@ -477,8 +478,8 @@ def _target_fronts(config, complete, run_dir, evaluator) -> dict:
                 scored.append((trial, violations))
         constraints = {t.number: v for t, v in scored}
         best = pareto.non_dominated([t for t, _ in scored], lambda t, n=name: (
-            t.user_attrs["metrics"]["quality"], t.user_attrs["metrics"]["per_target"][n]["latency_s"],
-            t.user_attrs["metrics"]["size_bytes"]))
+            metrics_of(t).quality, metrics_of(t).per_target[n]["latency_s"],
+            metrics_of(t).size_bytes))
         fronts[name] = []
         for trial in best:
             plan = Plan.from_dict(trial.user_attrs["plan"])
@@ -526,11 +527,11 @@ def _infeasible_reason(study, budget: Budget) -> str:
         return f"no trial completed in {n} trials (see the failures in pareto.json)"
     from .units import format_size
 
-    m = miss.trial.user_attrs["metrics"]
+    m = metrics_of(miss.trial)
     blockers = ", ".join(budget.describe(k) for k in miss.violated)
     return (f"no candidate met the constraints in {n} trials; closest was trial "
-            f"{miss.trial.number} (size {format_size(m['size_bytes'])}, latency "
-            f"{m['target']['latency_s'] * 1e3:.2f} ms, quality {m['quality']:.4f}) "
+            f"{miss.trial.number} (size {format_size(m.size_bytes)}, latency "
+            f"{m.target['latency_s'] * 1e3:.2f} ms, quality {m.quality:.4f}) "
             f"which violates {blockers}")
 
 

@@ -120,16 +120,17 @@ def find_record(run_dir: Path, document: dict, pick: int) -> dict:
             if row.get("best") and row["best"]["id"] == pick:
                 return {**row["best"], "artifact": None}
     from .report.run import open_run_study
+    from .trial_record import metrics_of
 
     study, _ = open_run_study(run_dir, document)
     if study is not None:
         for t in study.get_trials(deepcopy=False):
-            if t.number == pick and "metrics" in t.user_attrs and t.state.name == "COMPLETE":
-                m = t.user_attrs["metrics"]
-                return {"id": pick, "plan": t.user_attrs["plan"], "plan_digest": m["plan_digest"],
-                        "artifact_sha256": m["artifact_sha256"], "quality": m["quality"],
-                        "quality_metric": m["quality_metric"], "artifact": None,
-                        "fidelity": m.get("fidelity", "full")}
+            m = metrics_of(t)
+            if t.number == pick and m is not None and t.state.name == "COMPLETE":
+                return {"id": pick, "plan": t.user_attrs["plan"], "plan_digest": m.plan_digest,
+                        "artifact_sha256": m.artifact_sha256, "quality": m.quality,
+                        "quality_metric": m.quality_metric, "artifact": None,
+                        "fidelity": m.fidelity}
     ids = ", ".join(str(p["id"]) for p in document["front"]) or "none"
     raise ExportError(f"no complete trial {pick} in {run_dir} (front points: {ids})")
 

@@ -27,6 +27,7 @@ from typing import Callable
 
 from .compression.plan import Plan
 from .crash_hook import stop_at
+from .trial_record import metrics_of
 
 DEFAULT_S = 1200.0
 """20 minutes: on 2 cores the 4 MB MiniLM of ``make demo`` needs about 1,700 steps of 0.5 s
@@ -82,24 +83,23 @@ def candidates(study, budget, limit: int) -> list:
     from optuna.trial import TrialState
 
     from .budget_plans import SEEDS_ATTR
-    from .pipeline import TrialMetrics
     from .search.objectives import Budget
 
     limits = replace(budget, min_quality=None) if isinstance(budget, Budget) else budget
     seen, fits = set(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        m = trial.user_attrs.get("metrics")
+        m = metrics_of(trial)
         plan = trial.user_attrs.get("plan", {})
-        if not m or not plan.get("units") or m["plan_digest"] in seen:
+        if m is None or not plan.get("units") or m.plan_digest in seen:
             continue
-        if all(v <= 0 for v in limits.violations(TrialMetrics.from_dict(m)).values()):
-            seen.add(m["plan_digest"])
-            fits.append(trial)
-    by_quality = sorted(fits, key=lambda t: (-t.user_attrs["metrics"]["quality"], t.number))
+        if all(v <= 0 for v in limits.violations(m).values()):
+            seen.add(m.plan_digest)
+            fits.append((trial, m))
+    by_quality = [t for t, _ in sorted(fits, key=lambda f: (-f[1].quality, f[0].number))]
     order = (study.user_attrs.get(SEEDS_ATTR) or {}).get("seed_digests", [])
-    by_seed = sorted((t for t in fits if t.user_attrs["metrics"]["plan_digest"] in order),
-                     key=lambda t: order.index(t.user_attrs["metrics"]["plan_digest"]))
-    by_size = sorted(fits, key=lambda t: (t.user_attrs["metrics"]["size_bytes"], t.number))
+    by_seed = [t for t, _ in sorted((f for f in fits if f[1].plan_digest in order),
+                                    key=lambda f: order.index(f[1].plan_digest))]
+    by_size = [t for t, _ in sorted(fits, key=lambda f: (f[1].size_bytes, f[0].number))]
     chosen = []
     for t in [*by_quality[:1], *by_seed, *by_size, *by_quality]:
         if len(chosen) >= limit:
@@ -162,7 +162,7 @@ def run(study, budget, evaluator, config: FinalizeConfig, run_dir: Path,
                     _step_seconds(probe))
     record["artifact"] = str(Path("artifacts") / destination.name)
     record["probe_quality"] = probes[best.number]["quality"]
-    record["untrained_quality"] = best.user_attrs["metrics"]["quality"]
+    record["untrained_quality"] = metrics_of(best).quality
     finals[best.number] = record
     study.set_user_attr(FINAL + str(best.number), record)
     return finals
@@ -276,7 +276,7 @@ def final_point(trial, record: dict) -> dict:
     out["untrained"] = {"quality": untrained["quality"],
                         "quality_details": untrained["quality_details"],
                         "artifact_sha256": untrained["artifact_sha256"],
-                        "fidelity": trial.user_attrs["metrics"].get("fidelity", "full")}
+                        "fidelity": metrics_of(trial).fidelity}
     out["recovery"] = {k: record.get(k) for k in (
         "steps", "seconds", "train_seconds", "seconds_per_step", "step_seconds", "config",
         "training_data", "probe_quality", "final_loss")}

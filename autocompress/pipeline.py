@@ -11,12 +11,12 @@ import hashlib
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .backends import ort_runner
 from .compression import fidelity, registry
 from .cost_models import exit_runtime
+from .trial_record import TrialMetrics
 from .compression.apply import apply_plan
 from .compression.plan import Plan
 from .cost_models.calibrated import CalibratedModel
@@ -26,43 +26,6 @@ from .device_profiles import DeviceProfile
 from .paths import cache_dir
 
 logging.getLogger("root").setLevel(logging.ERROR)   # ORT's quantizer logs advice on root
-
-
-@dataclass
-class TrialMetrics:
-    """Everything one candidate measured or predicted, with where each number came from."""
-
-    plan_digest: str
-    artifact_sha256: str
-    quality: float
-    quality_metric: str
-    quality_details: dict
-    size_bytes: int
-    n_params: int
-    host_latency: dict
-    host_peak_ram_bytes: int | None
-    target: dict
-    timings_s: dict = field(default_factory=dict)
-    per_target: dict = field(default_factory=dict)   # profile name -> numbers (plan command)
-    early_exit: dict | None = None   # exit rate and each path's latency (early-exit artifacts)
-    fidelity: str = "full"           # "proxy": training at a fraction of its budget (fidelity.py)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrialMetrics":
-        return cls(**data)
-
-    def objective(self, name: str) -> float:
-        """Target-facing values: host measurements when the target is this machine."""
-        if name == "latency_s":
-            return self.target["latency_s"]
-        if name == "energy_j":
-            return self.target["energy_j"]
-        if name == "peak_ram_bytes":
-            return self.target["peak_ram_bytes"]
-        return getattr(self, name)
 
 
 class Evaluator:

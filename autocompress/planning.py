@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from . import api
 from .device_profiles import DeviceProfile, known_targets, resolve_target
 from .files import write_json_atomic
+from .trial_record import TrialMetrics, metrics_of
 from .report.table import plan_summary
 from .search.objectives import Budget, OnTarget
 from .units import format_energy, format_size, format_time
@@ -83,16 +84,17 @@ def complete_trials(document: dict) -> list:
 
     study = load_study(document["study"]["storage"], document["study"]["name"])
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if "metrics" in t.user_attrs]
+            if metrics_of(t) is not None]
 
 
-def violations(metrics: dict, numbers: dict, budget: Budget, profile: DeviceProfile) -> dict:
+def violations(metrics: TrialMetrics, numbers: dict, budget: Budget,
+               profile: DeviceProfile) -> dict:
     """Relative excess per constraint on one target (> 0 violated); the board's RAM and
     storage are limits too."""
     out = budget.violations(OnTarget(metrics, numbers))
     quality = out.pop("quality", None)
     board = {"RAM": (numbers["peak_ram_bytes"], profile.ram_bytes),
-             "storage": (metrics["size_bytes"], profile.storage_bytes)}
+             "storage": (metrics.size_bytes, profile.storage_bytes)}
     out.update({k: value / limit - 1 for k, (value, limit) in board.items() if limit})
     if quality is not None:
         out["quality"] = quality
@@ -103,8 +105,8 @@ def pick(profile: DeviceProfile, trials: Sequence, budget: Budget) -> dict:
     """The best-quality trial meeting every constraint on ``profile``, or why there is none."""
     scored = []
     for t in trials:
-        metrics = t.user_attrs["metrics"]
-        numbers = metrics.get("per_target", {}).get(profile.name)
+        metrics = metrics_of(t)
+        numbers = metrics.per_target.get(profile.name)
         if numbers is not None:
             scored.append((t, metrics, numbers, violations(metrics, numbers, budget, profile)))
     row = {"target": profile.name, "description": profile.description, "feasible": False,
@@ -112,14 +114,14 @@ def pick(profile: DeviceProfile, trials: Sequence, budget: Budget) -> dict:
     ok = [s for s in scored if all(v <= 0 for v in s[3].values())]
     row["n_feasible"] = len(ok)
     if ok:
-        t, metrics, numbers, _ = max(ok, key=lambda s: (s[1]["quality"], -s[2]["latency_s"],
-                                                        -s[1]["size_bytes"]))
+        t, metrics, numbers, _ = max(ok, key=lambda s: (s[1].quality, -s[2]["latency_s"],
+                                                        -s[1].size_bytes))
         row.update(feasible=True, best=_point(t, metrics, numbers))
     elif scored:
         t, metrics, numbers, v = min(scored, key=lambda s: sum(max(0, x) for x in s[3].values()))
         blocked = ", ".join(_describe(k, budget, profile) for k, x in v.items() if x > 0)
-        row["reason"] = (f"closest was trial {t.number} (quality {metrics['quality']:.4f}, size "
-                         f"{format_size(metrics['size_bytes'])}, latency "
+        row["reason"] = (f"closest was trial {t.number} (quality {metrics.quality:.4f}, size "
+                         f"{format_size(metrics.size_bytes)}, latency "
                          f"{format_time(numbers['latency_s'])}) which violates {blocked}")
     else:
         row["reason"] = "no trial completed with numbers for this target"
@@ -134,16 +136,16 @@ def _describe(key: str, budget: Budget, profile: DeviceProfile) -> str:
     return budget.describe(key)
 
 
-def _point(trial, metrics: dict, numbers: dict) -> dict:
+def _point(trial, metrics: TrialMetrics, numbers: dict) -> dict:
     plan = trial.user_attrs["plan"]
-    return {"id": trial.number, "quality": metrics["quality"],
-            "quality_metric": metrics["quality_metric"], "size_bytes": metrics["size_bytes"],
+    return {"id": trial.number, "quality": metrics.quality,
+            "quality_metric": metrics.quality_metric, "size_bytes": metrics.size_bytes,
             "latency_s": numbers["latency_s"], "energy_j": numbers["energy_j"],
             "peak_ram_bytes": numbers["peak_ram_bytes"], "plan": plan,
-            "plan_digest": metrics["plan_digest"], "artifact_sha256": metrics["artifact_sha256"],
+            "plan_digest": metrics.plan_digest, "artifact_sha256": metrics.artifact_sha256,
             "plan_summary": plan_summary(plan),
             "provenance": {"quality": {"kind": "measured", "device": "host",
-                                       "runtime": metrics["host_latency"]["runtime"],
+                                       "runtime": metrics.host_latency["runtime"],
                                        "data": "held-out evaluation set of the workload"},
                            "size_bytes": {"kind": "measured", "method": "bytes of the artifact file"},
                            **numbers["provenance"]}}

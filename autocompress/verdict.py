@@ -7,15 +7,18 @@ reader learns what the budget costs and what a looser one would buy.
 """
 from __future__ import annotations
 
+from .trial_record import metrics_of
+
 TOO_TIGHT = 0.90
 LEVELS = (0.90, 0.95)
 
 
 def judge(points: list[dict], complete: list, baseline, budget, finals: dict) -> dict | None:
     """The verdict record for pareto.json (None without an uncompressed trial to compare)."""
-    if baseline is None or "metrics" not in baseline.user_attrs:
+    metrics = None if baseline is None else metrics_of(baseline)
+    if metrics is None:
         return None
-    base = float(baseline.user_attrs["metrics"]["quality"])
+    base = float(metrics.quality)
     if base <= 0:
         return None
     best = max((p for p in points), key=lambda p: p["quality"], default=None)
@@ -37,11 +40,11 @@ def _found(complete: list, finals: dict) -> list[dict]:
     """Every fully evaluated trial (and every recovered final) as (id, quality, size, latency)."""
     out = []
     for t in complete:
-        m = t.user_attrs.get("metrics")
-        if not m or m.get("fidelity", "full") != "full":
+        m = metrics_of(t)
+        if m is None or m.fidelity != "full":
             continue
-        out.append({"id": t.number, "quality": m["quality"], "size_bytes": m["size_bytes"],
-                    "latency_s": m["target"]["latency_s"], "recovered": False})
+        out.append({"id": t.number, "quality": m.quality, "size_bytes": m.size_bytes,
+                    "latency_s": m.target["latency_s"], "recovered": False})
     for number, r in finals.items():
         out.append({"id": number, "quality": r["quality"], "size_bytes": r["size_bytes"],
                     "latency_s": r["target"]["latency_s"], "recovered": True})

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 
@@ -16,6 +15,7 @@ from autocompress import finalize, verdict
 from autocompress.backends.ort_runner import make_session, run_batches
 from tests.processes import stopped_below
 from tests.tiny_workload import make_workload
+from tests.trial_records import metrics_record
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tests.tiny_workload:make_workload"
@@ -116,8 +116,7 @@ def test_merge_front_drops_what_a_final_dominates():
 class _Trial:
     def __init__(self, number, quality, size, latency, fidelity="full"):
         self.number = number
-        self.user_attrs = {"metrics": {"quality": quality, "size_bytes": size,
-                                       "fidelity": fidelity, "target": {"latency_s": latency}}}
+        self.user_attrs = {"metrics": metrics_record(quality, size, latency, fidelity)}
 
 
 def test_plain_words_when_the_best_point_keeps_under_ninety_percent():

@@ -22,7 +22,7 @@ LAYERS = (
     {"backends"},
     {"device_profiles"},
     {"verdict"},
-    {"crash_note", "crash_hook", "files", "paths", "units", "__init__"},
+    {"crash_note", "crash_hook", "files", "paths", "trial_record", "units", "__init__"},
 )
 """Top to bottom: a module imports only from layers below its own. Packages in one layer
 are independent of each other; a new top-level module or package needs a place here."""

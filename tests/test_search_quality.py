@@ -8,6 +8,7 @@ import pytest
 
 from autocompress import api, sensitivity
 from autocompress.compression import fidelity as build_fidelity, registry
+from tests.trial_records import metrics_record
 from autocompress.compression.knobs import Knob
 from autocompress.compression.plan import Plan
 from autocompress.device_profiles import resolve_target
@@ -218,8 +219,7 @@ class _Proxy:
 
 def _full(number, values, constraints=None):
     trial = optuna.trial.create_trial(values=list(values), constraints=constraints or {},
-                                      user_attrs={"metrics": {"fidelity": "full",
-                                                              "quality": values[0]}})
+                                      user_attrs={"metrics": metrics_record(values[0])})
     trial.number = number
     return trial
 

@@ -5,33 +5,35 @@ spread) or predicted (model, calibration error).
 """
 from __future__ import annotations
 
+from ..trial_record import metrics_of
+
 
 SCHEMA_VERSION = 1
 
 
 def point(trial, artifact: str | None) -> dict:
     """One trial as a front point."""
-    m = trial.user_attrs["metrics"]
-    target = m["target"]
-    host = m["host_latency"]
+    m = metrics_of(trial)
+    target = m.target
+    host = m.host_latency
     return {
         "id": trial.number,
-        "plan_digest": m["plan_digest"],
+        "plan_digest": m.plan_digest,
         "plan": trial.user_attrs["plan"],
         "artifact": artifact,
-        "artifact_sha256": m["artifact_sha256"],
-        "quality": m["quality"],
-        "quality_metric": m["quality_metric"],
-        "quality_details": m["quality_details"],
-        "size_bytes": m["size_bytes"],
-        "n_params": m["n_params"],
+        "artifact_sha256": m.artifact_sha256,
+        "quality": m.quality,
+        "quality_metric": m.quality_metric,
+        "quality_details": m.quality_details,
+        "size_bytes": m.size_bytes,
+        "n_params": m.n_params,
         "latency_s": target["latency_s"],
         "peak_ram_bytes": target["peak_ram_bytes"],
         "energy_j": target["energy_j"],
         "macs": target.get("macs"),
         "host_latency_s": host["median_s"],
-        "host_peak_ram_bytes": m["host_peak_ram_bytes"],
-        "early_exit": m.get("early_exit"),   # exit rate, per-path latency (None: no exit)
+        "host_peak_ram_bytes": m.host_peak_ram_bytes,
+        "early_exit": m.early_exit,   # exit rate, per-path latency (None: no exit)
         "cost_decision": target.get("cost_decision"),   # board attached: measured or predicted, why
         "constraints": dict(trial.constraints),
         "provenance": {
@@ -43,14 +45,14 @@ def point(trial, artifact: str | None) -> dict:
             "energy_j": target["provenance"]["energy_j"],
             "host_latency_s": {"kind": "measured", "device": "host", **host},
         },
-        "timings_s": m.get("timings_s", {}),
+        "timings_s": m.timings_s,
     }
 
 
 def point_on_target(trial, artifact: str | None, target: str, constraints: dict) -> dict:
     """One trial as a point of another target's front (multi-target search): quality and
     size are the same, latency / energy / RAM are that target's, with their provenance."""
-    numbers = trial.user_attrs["metrics"]["per_target"][target]
+    numbers = metrics_of(trial).per_target[target]
     out = point(trial, artifact)
     for key in ("latency_s", "peak_ram_bytes", "energy_j"):
         out[key] = numbers[key]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..compression import registry
 from ..compression.plan import QUANT_BITS
+from ..trial_record import METRICS_ATTR, metrics_of
 
 
 class ReportError(ValueError):
@@ -70,7 +71,7 @@ def load_run(run_dir: Path | str) -> Run:
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if "metrics" in t.user_attrs:
+        if METRICS_ATTR in t.user_attrs:
             trials.append(_from_trial(t, t.number in front_ids))
         for key, distribution in t.distributions.items():
             unit, _, knob = key.rpartition(":")
@@ -101,12 +102,12 @@ def open_run_study(run_dir: Path, document: dict):
 
 
 def _from_trial(trial, on_front: bool) -> TrialPoint:
-    m = trial.user_attrs["metrics"]
-    target = m["target"]
-    return TrialPoint(trial.number, m["quality"], target["latency_s"], m["size_bytes"],
+    m = metrics_of(trial)
+    target = m.target
+    return TrialPoint(trial.number, m.quality, target["latency_s"], m.size_bytes,
                       target["energy_j"], target["peak_ram_bytes"],
                       all(v <= 0 for v in trial.constraints.values()), on_front,
-                      trial.user_attrs["plan"], m.get("per_target", {}))
+                      trial.user_attrs["plan"], m.per_target)
 
 
 def _from_point(p: dict, on_front: bool) -> TrialPoint:

@@ -14,6 +14,8 @@ dominated, so it can never reach the final front.
 """
 from __future__ import annotations
 
+from ..trial_record import metrics_of
+
 from typing import Sequence
 
 import numpy as np
@@ -34,10 +36,11 @@ PROXY_QUALITY = "proxy_quality"     # trial user attr: the proxy's quality of a 
 
 
 def margin(trials: Sequence[FrozenTrial]) -> float:
-    done = [t for t in trials if t.state == TrialState.COMPLETE and "metrics" in t.user_attrs]
-    best = max((abs(t.user_attrs["metrics"]["quality"]) for t in done), default=1.0)
-    gains = [t.user_attrs["metrics"]["quality"] - t.user_attrs[PROXY_QUALITY]
-             for t in done if PROXY_QUALITY in t.user_attrs]
+    done = [(t, metrics_of(t)) for t in trials if t.state == TrialState.COMPLETE]
+    done = [(t, m) for t, m in done if m is not None]
+    best = max((abs(m.quality) for _, m in done), default=1.0)
+    gains = [m.quality - t.user_attrs[PROXY_QUALITY] for t, m in done
+             if PROXY_QUALITY in t.user_attrs]
     return max(MARGIN_FLOOR * best, float(np.percentile(gains, MARGIN_QUANTILE)) if gains else 0.0)
 
 

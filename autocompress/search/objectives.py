@@ -7,16 +7,16 @@ OBJECTIVES = (("quality", "maximize"), ("latency_s", "minimize"), ("size_bytes",
 
 
 class OnTarget:
-    """A trial's recorded metrics (dicts) seen from one target: latency, energy and RAM are
-    that target's numbers (``per_target``), quality and size are the trial's own."""
+    """A trial's recorded metrics seen from one target: latency, energy and RAM are that
+    target's numbers (``per_target``), quality and size are the trial's own."""
 
     DEVICE = ("latency_s", "energy_j", "peak_ram_bytes")
 
-    def __init__(self, metrics: dict, numbers: dict):
+    def __init__(self, metrics, numbers: dict):
         self.metrics, self.numbers = metrics, numbers
 
     def objective(self, name: str) -> float:
-        return self.numbers[name] if name in self.DEVICE else self.metrics[name]
+        return self.numbers[name] if name in self.DEVICE else getattr(self.metrics, name)
 
 
 @dataclass(frozen=True)

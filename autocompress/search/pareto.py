@@ -1,6 +1,8 @@
 """The Pareto front of a finished study, and the closest miss when nothing is feasible."""
 from __future__ import annotations
 
+from ..trial_record import metrics_of
+
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -23,7 +25,8 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
 
 def is_final(trial) -> bool:
     """A full evaluation: a proxy's quality (training cut short) is never a result."""
-    return trial.user_attrs.get("metrics", {}).get("fidelity", "full") != "proxy"
+    metrics = metrics_of(trial)
+    return metrics is None or metrics.fidelity != "proxy"
 
 
 def non_dominated(trials: Sequence, values: Callable) -> list:

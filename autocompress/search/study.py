@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from ..compression.knobs import Knob
 from ..crash_hook import crash_at, stop_at
 from ..crash_note import tell
+from ..trial_record import METRICS_ATTR, metrics_of
 from .fidelity import PROXY_QUALITY, promising
 from .objectives import OBJECTIVES, Budget
 from .queue import fill as fill_queue
@@ -217,7 +218,7 @@ def run_trials(study: optuna.Study, knobs: Sequence[Knob], evaluate: Callable, b
             raise
         finally:
             tell(trial=None)
-        trial.set_user_attr("metrics", metrics.to_dict())
+        trial.set_user_attr(METRICS_ATTR, metrics.to_dict())
         for name, value in budget.violations(metrics).items():
             trial.set_constraint(name, value)
         return tuple(metrics.objective(name) for name, _ in OBJECTIVES)
@@ -256,13 +257,11 @@ def _two_stage(trial, study, plan, evaluate: Callable, budget: Budget):
 
 def _metrics_cache(study: optuna.Study) -> dict:
     """Plans already measured in this study: a repeated proposal reuses its numbers."""
-    from ..pipeline import TrialMetrics
-
     cache = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if "metrics" in trial.user_attrs and trial.user_attrs["plan_digest"] not in cache:
-            cache[trial.user_attrs["plan_digest"]] = (
-                trial.number, TrialMetrics.from_dict(trial.user_attrs["metrics"]))
+        metrics = metrics_of(trial)
+        if metrics is not None and trial.user_attrs["plan_digest"] not in cache:
+            cache[trial.user_attrs["plan_digest"]] = (trial.number, metrics)
     return cache
 
 
