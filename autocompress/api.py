@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from . import __version__
 from .compression.knobs import onnx_knobs, torch_knobs
 from .compression.plan import Plan
-from .compression.quantize import to_opset
+from .compression.weights.quantize import to_opset
 from .device_profiles import DeviceProfile, load_profile, resolve_target
 from .pipeline import Evaluator
 from .files import write_json_atomic
@@ -135,10 +135,11 @@ def discover_knobs(workload: Workload):
 
 
 def onnx_weights(workload: Workload) -> dict:
-    """An ONNX-file workload's weights: name -> (kind, shape) (compression/onnx_graph.py)."""
+    """An ONNX-file workload's weights: name -> (kind, shape) (compression/weights/
+    onnx_graph.py)."""
     import onnx
 
-    from .compression.onnx_graph import weights
+    from .compression.weights.onnx_graph import weights
 
     return weights(to_opset(onnx.load(str(workload.onnx_path))))
 

@@ -52,7 +52,7 @@ def limits_of(budget) -> dict:
 
 
 def plan_of(params: dict, knobs, contained=frozenset()) -> Plan:
-    from .compression.structural import coherent
+    from .compression.structural.precedence import coherent
 
     return coherent(params_to_plan(params, knobs), contained)
 
@@ -86,7 +86,7 @@ def directed(knobs, analysis, budget, evaluator, distilled: bool = True) -> Budg
                                           _removals(evaluator.workload, knobs, sizes, analysis),
                                           sizes)
 
-    from .compression.structural import contained_units
+    from .compression.structural.precedence import contained_units
 
     contained = (contained_units(evaluator.workload.model) if evaluator.workload.model is not None
                  else frozenset())
@@ -140,8 +140,8 @@ def _onnx_params(workload) -> dict[str, float]:
 
     import onnx
 
-    from .compression.onnx_graph import weights
-    from .compression.quantize import to_opset
+    from .compression.weights.onnx_graph import weights
+    from .compression.weights.quantize import to_opset
 
     model = to_opset(onnx.load(str(workload.onnx_path)))
     out = {name: float(prod(shape)) for name, (_, shape) in weights(model).items()}
@@ -208,7 +208,7 @@ def refiner(study, knobs, workload):
     """What every trial's sampled plan becomes before it is built: repaired to fit the budget
     (when the study holds a budget problem and the plan cannot fit by its estimate), then
     made coherent (no knob inside a dropped block). Returns (plan, attrs to record)."""
-    from .compression.structural import coherent, contained_units
+    from .compression.structural.precedence import coherent, contained_units
 
     data = study.user_attrs.get(PROBLEM_ATTR)
     problem = budget_solver.Problem.from_dict(data, knobs) if data else None

@@ -198,7 +198,7 @@ def qat_config(config: FinalizeConfig, steps: int, kind: str):
 
 def seconds_per_step(plan: Plan, workload, config: FinalizeConfig) -> float:
     """Measured on a throwaway copy of the plan's QAT student (a few steps)."""
-    from .compression import distill, recovery
+    from .compression.training import distill, recovery
     from .compression.qat import quantization_aware
 
     student, _ = quantization_aware(plan, workload)
@@ -221,7 +221,7 @@ def _train(trial, evaluator, config: FinalizeConfig, seconds: float, min_steps: 
     Steps: the box over the slower of a few timed steps and ``measured_per_step`` (a
     probe's seconds per step over all its steps: batch lengths vary, so a few steps alone
     underestimate). ``step_seconds`` records this run's own rate, start-up left out."""
-    from .compression import distill
+    from .compression.training import distill
 
     workload = evaluator.workload
     plan = _plan(trial)

@@ -190,13 +190,13 @@ class _Probe:
         from .backends.onnx_export import export_onnx
         from .compression.apply import compress_torch
         from .compression.initializers import match_initializers
-        from .compression.quantize import to_opset
+        from .compression.weights.quantize import to_opset
 
         self.workload = workload
         if workload.model is None:      # an ONNX file: its weights are the units
             import onnx
 
-            from .compression.quantize import weight_initializers
+            from .compression.weights.quantize import weight_initializers
 
             self.model = None
             self.proto = to_opset(onnx.load(str(workload.onnx_path)))
@@ -238,7 +238,7 @@ class _Probe:
                 return None
             if self.use_onnx:
                 from .backends.onnx_export import export_onnx
-                from .compression.quantize import to_opset
+                from .compression.weights.quantize import to_opset
 
                 proto = to_opset(export_onnx(model, self.workload))
                 return self._score(self._onnx_outputs(proto)), self._saved_by(model)
@@ -259,7 +259,7 @@ class _Probe:
         import onnx
 
         from .backends import ort_runner
-        from .compression.weight_storage import WeightPlan, compress_weights
+        from .compression.weights.storage import WeightPlan, compress_weights
 
         formats: dict[str, dict[str, WeightPlan]] = {}
         for knob in knobs:
@@ -304,7 +304,7 @@ class _Probe:
         (scales, zero points, rebuild nodes) is a fifth of a small model's file. The bits
         per weight alone where that model cannot be built."""
         from .compression.compact import compact_graph
-        from .compression.weight_storage import compress_weights
+        from .compression.weights.storage import compress_weights
 
         inits = self.units.get(knob.unit, [])
         try:
@@ -323,7 +323,7 @@ class _Probe:
             return n * (32 - _stored_bits(knob.name, choice)) / 8
 
     def _weight_quality(self, knob: Knob, choice) -> float | None:
-        from .compression.weight_storage import compress_weights
+        from .compression.weights.storage import compress_weights
 
         plan = _weight_plan(knob, choice)
         weights = {init: plan for init in self.units.get(knob.unit, [])}
@@ -345,8 +345,8 @@ class _Probe:
         """Every weight's torch module and layout, matched once (find_targets hashes every
         module's weights, a second per call on MiniLM)."""
         if not hasattr(self, "_all_targets"):
-            from .compression.fake_quant import find_targets
-            from .compression.weight_storage import WeightPlan
+            from .compression.weights.fake_quant import find_targets
+            from .compression.weights.storage import WeightPlan
 
             every = {i: WeightPlan("w8") for inits in self.units.values() for i in inits}
             self._all_targets = find_targets(self.model, self.proto, every)
@@ -403,8 +403,8 @@ def _stored_weights(model, targets):
     ``w8a8`` layers also quantize their input as ORT's DynamicQuantizeLinear does."""
     import torch
 
-    from .compression.fake_quant import dynamic_quant_activation, mirror, oracle
-    from .compression.weight_storage import DYNAMIC_INT8
+    from .compression.weights.fake_quant import dynamic_quant_activation, mirror, oracle
+    from .compression.weights.storage import DYNAMIC_INT8
 
     saved, hooks = [], []
     try:
@@ -431,7 +431,7 @@ def _stored_weights(model, targets):
 
 def _weight_plan(knob: Knob, choice):
     """The storage of one weight with only this weight knob changed."""
-    from .compression.weight_storage import WeightPlan
+    from .compression.weights.storage import WeightPlan
 
     settings = {QUANT: "float", SPARSITY: 0.0, CLUSTERS: 0, knob.name: choice}
     return WeightPlan(settings[QUANT], float(settings[SPARSITY]), int(settings[CLUSTERS]))

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from autocompress.api import discover_knobs  # noqa: E402
 from autocompress.compression.plan import Plan  # noqa: E402
-from autocompress.compression.weight_knobs import torch_weight_knobs, uniform_plan  # noqa: E402
+from autocompress.compression.weights.knobs import torch_weight_knobs, uniform_plan  # noqa: E402
 from autocompress.device_profiles import resolve_target  # noqa: E402
 from autocompress.pipeline import Evaluator  # noqa: E402
 from autocompress.workloads import load_workload  # noqa: E402

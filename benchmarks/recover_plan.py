@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna  # noqa: E402
 
 from autocompress import finalize  # noqa: E402
-from autocompress.compression import distill  # noqa: E402
+from autocompress.compression.training import distill  # noqa: E402
 from autocompress.compression.plan import Plan  # noqa: E402
 from autocompress.device_profiles.profile import resolve_target  # noqa: E402
 from autocompress.pipeline import Evaluator  # noqa: E402

@@ -33,7 +33,7 @@ MAIN_FORMATS = ("float", "w8", "w4", "w8a8c", "static-qdq")
 def _uniform(**settings):
     def plan(workload):
         from autocompress.api import discover_knobs
-        from autocompress.compression.weight_knobs import uniform_plan
+        from autocompress.compression.weights.knobs import uniform_plan
 
         return uniform_plan(discover_knobs(workload), **settings)
     return plan

@@ -8,11 +8,11 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from autocompress.compression import packing
+from autocompress.compression.weights import packing
 from autocompress.compression.apply import apply_plan
-from autocompress.compression.clustering import kmeans_1d, kmeans_many
+from autocompress.compression.weights.clustering import kmeans_1d, kmeans_many
 from autocompress.compression.plan import Plan
-from autocompress.compression.sparsity import magnitude_prune
+from autocompress.compression.weights.sparsity import magnitude_prune
 from tests.tiny_workload import N_FC1, make_workload, torch_outputs
 from tests.tiny_workload import onnx_outputs as outputs
 
@@ -105,7 +105,7 @@ def test_codes_and_histogram_are_the_searches_they_replace():
     """QAT's fast paths (clustering._codes, clustering._histogram) give numpy's own answers,
     on the values where float32 and float64 comparisons could part: midpoints that fall
     between two float32 values or exactly on one, signed zeros, and float64 input."""
-    from autocompress.compression.clustering import _codes, _histogram
+    from autocompress.compression.weights.clustering import _codes, _histogram
 
     rng = np.random.default_rng(7)
     palette = np.unique(np.concatenate([np.float32([-0.5, 0.0, 1e-8, 0.3, 0.30000001]),

@@ -105,7 +105,7 @@ def test_weight_only_plans_reuse_the_torch_stage_with_the_same_bytes(tmp_path, t
 
 
 def test_float_edits_are_remembered_read_only_and_bounded():
-    from autocompress.compression import weight_storage as ws
+    from autocompress.compression.weights import storage as ws
 
     rng = np.random.default_rng(0)
     init = numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "w")
@@ -234,7 +234,7 @@ def test_vocabulary_pruning_keeps_the_corpus_rows(tmp_path):
 def test_a_position_table_gets_storage_knobs_and_a_tiny_table_none():
     """Few rows but many weights (MiniLM's 512 x 384 positions: 786 kB in float) is worth
     storing in fewer bits; a 2-row token-type table is not."""
-    from autocompress.compression.weight_knobs import torch_weight_knobs
+    from autocompress.compression.weights.knobs import torch_weight_knobs
 
     model = nn.ModuleDict({"position": nn.Embedding(512, 384), "token_type": nn.Embedding(2, 384),
                            "word": nn.Embedding(5000, 8)})

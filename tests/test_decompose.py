@@ -7,7 +7,7 @@ from torch import nn
 
 from autocompress.compression.apply import apply_plan, compress_torch
 from autocompress.compression.initializers import match_initializers
-from autocompress.compression.decompose import Decomposed, decomp_knobs, decompose
+from autocompress.compression.structural.decompose import Decomposed, decomp_knobs, decompose
 from autocompress.compression.plan import DECOMP, QUANT, RANK_RATIO, Plan
 from autocompress.workloads import Quality, Workload
 

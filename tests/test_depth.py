@@ -6,7 +6,7 @@ from torch import nn
 
 from autocompress.backends.ort_runner import make_session, run_batches
 from autocompress.compression.apply import apply_plan, compress_torch
-from autocompress.compression.depth import Dropped, drop_knobs
+from autocompress.compression.structural.depth import Dropped, drop_knobs
 from autocompress.compression.knobs import skipped_knobs, torch_knobs
 from autocompress.compression.plan import DROP, PRUNE_RATIO, RANK_RATIO, Plan
 from autocompress.workloads import Quality, Workload

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autocompress.backends.ort_runner import make_session, run_batches
-from autocompress.compression import distill
+from autocompress.compression.training import distill
 from autocompress.compression.apply import apply_plan, compress_torch
 from autocompress.compression.knobs import torch_knobs
 from autocompress.compression.plan import DISTILL_STEPS, DROP, PRUNE_RATIO, WHOLE_MODEL, Plan

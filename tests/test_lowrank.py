@@ -3,8 +3,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from autocompress.compression.lowrank import (LowRank, factor_rank, factor_saves, factorize,
-                                              offer, saves_parameters)
+from autocompress.compression.structural.lowrank import (LowRank, factor_rank, factor_saves,
+                                                         factorize, offer, saves_parameters)
 
 
 def test_ranks_snap_up_to_multiples_of_eight_within_the_full_rank():

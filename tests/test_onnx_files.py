@@ -9,7 +9,7 @@ from autocompress.api import discover_knobs, discover_skips
 from autocompress.backends.ort_runner import make_session, run_batches
 from autocompress.cli import main
 from autocompress.compression.apply import apply_plan
-from autocompress.compression.onnx_graph import weights
+from autocompress.compression.weights.onnx_graph import weights
 from autocompress.compression.plan import Plan
 from autocompress.workloads import WorkloadError, load_workload
 from tests import foreign_models
@@ -257,7 +257,7 @@ def test_a_plan_already_measured_is_answered_not_counted(tmp_path):
 def test_entropy_histograms_stay_within_their_bins():
     """ORT widens a histogram at its bin width when a later batch reaches further; the
     entropy search then runs over every bin (525 s for one silero-vad trial)."""
-    from autocompress.compression.calibration import cap_bins
+    from autocompress.compression.weights.calibration import cap_bins
 
     rng = np.random.default_rng(0)
     data = np.concatenate([rng.standard_normal(1000), 50 * rng.standard_normal(10)])

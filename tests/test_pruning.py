@@ -2,8 +2,8 @@
 import torch
 from torch import nn
 
-from autocompress.compression.pruning import (NEURON_ROUND_TO, attention_units, ffn_units,
-                                              prune_heads, prune_neurons)
+from autocompress.compression.structural.pruning import (NEURON_ROUND_TO, attention_units,
+                                                         ffn_units, prune_heads, prune_neurons)
 from autocompress.workloads.minilm import FeedForward, SelfAttention
 
 

@@ -14,12 +14,12 @@ from torch import nn
 
 from autocompress.backends import ort_runner
 from autocompress.backends.onnx_export import export_onnx
-from autocompress.compression import fake_quant
+from autocompress.compression.weights import fake_quant
 from autocompress.compression.apply import apply_plan, compress_torch
 from autocompress.compression.plan import Plan
 from autocompress.compression.qat import QATConfig, apply_qat, finetune
-from autocompress.compression.weight_storage import WeightPlan
-from autocompress.compression.quantize import to_opset
+from autocompress.compression.weights.storage import WeightPlan
+from autocompress.compression.weights.quantize import to_opset
 from autocompress.workloads import Quality, Workload
 from tiny_workload import make_workload
 

@@ -10,11 +10,11 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from autocompress.backends.ort_runner import make_session, run_batches
-from autocompress.compression import packing
+from autocompress.compression.weights import packing
 from autocompress.compression.apply import PlanError, apply_plan
 from autocompress.compression.knobs import onnx_knobs, skipped_knobs, torch_knobs
 from autocompress.compression.plan import Plan
-from autocompress.compression.weight_storage import packed_reference
+from autocompress.compression.weights.storage import packed_reference
 from autocompress.cost_models.layers import describe
 from tests.tiny_workload import N_FC1, make_workload, torch_outputs
 from tests.tiny_workload import onnx_outputs as outputs
@@ -116,7 +116,7 @@ def test_static_int8_runs_qlinear_kernels_for_every_bit_width(tmp_path, tiny):
 def test_calibration_methods_give_different_activation_ranges(tmp_path):
     """Percentile and entropy clip what min-max keeps: every activation range is at most
     min-max's, and each method gives its own set of ranges."""
-    from autocompress.compression.weight_knobs import torch_weight_knobs, uniform_plan
+    from autocompress.compression.weights.knobs import torch_weight_knobs, uniform_plan
     from tests.test_compression import small_cnn_workload
 
     workload = small_cnn_workload()
@@ -187,7 +187,7 @@ def test_conv_layers_take_every_technique(tmp_path):
     """Convs (grouped ones too): packed w3 equals the torch reference; static int8 turns
     into QLinearConv; clusters and sparsity apply where offered."""
     from autocompress.compression.apply import compress_torch
-    from autocompress.compression.weight_knobs import torch_weight_knobs, uniform_plan
+    from autocompress.compression.weights.knobs import torch_weight_knobs, uniform_plan
     from tests.test_compression import small_cnn_workload
 
     workload = small_cnn_workload()
@@ -270,7 +270,7 @@ def test_full_range_per_channel_int8_uses_all_eight_bits(tmp_path, tiny):
 
 
 def test_per_channel_dynamic_int8_is_offered_for_matmuls_only():
-    from autocompress.compression.weight_knobs import layer_weight_knobs
+    from autocompress.compression.weights.knobs import layer_weight_knobs
 
     def quant_choices(kind):
         return next(k for k in layer_weight_knobs("u", kind, (64, 64))[0] if k.name == "quant").choices

@@ -9,7 +9,8 @@ import pytest
 
 from autocompress.api import discover_knobs, discover_skips
 from autocompress.cli import main
-from autocompress.compression import registry, structural
+from autocompress.compression import registry
+from autocompress.compression.structural import precedence
 from autocompress.compression.apply import apply_plan, compress_torch
 from autocompress.compression.plan import Plan
 from autocompress.compression.registry import TORCH, KnobSpec, Technique
@@ -81,16 +82,16 @@ def test_each_choice_applies_alone_and_shrinking_choices_never_grow_the_file(mod
 def test_resolve_is_idempotent_and_coherent_plans_are_fixed_points(model):
     workload, knobs = model
     rng = random.Random(0)
-    contained = structural.contained_units(workload.model)
+    contained = precedence.contained_units(workload.model)
     for _ in range(200):
         units = {}
         for knob in knobs:
             if rng.random() < 0.5:
                 units.setdefault(knob.unit, {})[knob.name] = rng.choice(knob.choices)
-        once = structural.resolve(Plan(units))
-        assert structural.resolve(once) == once
-        coherent = structural.coherent(Plan(units), contained)
-        assert structural.coherent(coherent, contained) == coherent
+        once = precedence.resolve(Plan(units))
+        assert precedence.resolve(once) == once
+        coherent = precedence.coherent(Plan(units), contained)
+        assert precedence.coherent(coherent, contained) == coherent
 
 
 def test_every_skip_names_a_unit_of_the_model_and_a_technique(model):

@@ -9,8 +9,8 @@ from torch import nn
 from autocompress.compression.apply import apply_plan, compress_torch
 from autocompress.compression.initializers import match_initializers
 from autocompress.compression.plan import PRUNE_RATIO, RANK_RATIO, REPLACE, Plan
-from autocompress.compression.replace import (Separable, fit_locally, record_inputs, replace_knobs,
-                                              substitute)
+from autocompress.compression.structural.replace import (Separable, fit_locally, record_inputs,
+                                                         replace_knobs, substitute)
 from tests.test_decompose import conv_workload
 from tests.tiny_transformer import make_tiny_transformer
 

@@ -7,7 +7,8 @@ import optuna
 import pytest
 
 from autocompress import api, sensitivity
-from autocompress.compression import fidelity as build_fidelity, registry
+from autocompress.compression import fidelity as build_fidelity
+from autocompress.compression import registry
 from tests.trial_records import metrics_record
 from autocompress.compression.knobs import Knob
 from autocompress.compression.plan import Plan

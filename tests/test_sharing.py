@@ -9,8 +9,8 @@ from autocompress.backends.ort_runner import make_session, run_batches
 from autocompress.compression.apply import apply_plan, compress_torch
 from autocompress.compression.initializers import match_initializers
 from autocompress.compression.plan import DROP, QUANT, RANK_RATIO, SHARE, Plan
-from autocompress.compression.quantize import to_opset
-from autocompress.compression.sharing import share_knobs
+from autocompress.compression.weights.quantize import to_opset
+from autocompress.compression.structural.sharing import share_knobs
 from tests.test_depth import residual_cnn_workload
 from tests.tiny_transformer import make_tiny_transformer
 

@@ -10,13 +10,13 @@ import torch
 from onnx import TensorProto
 
 from autocompress.backends.ort_runner import make_session, run_batches
-from autocompress.compression import packing
+from autocompress.compression.weights import packing
 from autocompress.compression.apply import apply_plan
 from autocompress.compression.knobs import skipped_knobs, torch_knobs
 from autocompress.compression.plan import Plan
-from autocompress.compression.quantize import to_opset
-from autocompress.compression.sparsity import magnitude_prune, pruned_count
-from autocompress.compression.weight_storage import WeightPlan, compress_weights, packed_reference
+from autocompress.compression.weights.quantize import to_opset
+from autocompress.compression.weights.sparsity import magnitude_prune, pruned_count
+from autocompress.compression.weights.storage import WeightPlan, compress_weights, packed_reference
 from tests.tiny_workload import N_FC1, make_workload, torch_outputs
 from tests.tiny_workload import onnx_outputs as outputs
 
@@ -109,7 +109,7 @@ def test_sparsity_knob_is_offered_per_layer_with_reasons(tiny):
 def test_grouped_convs_are_skipped_with_a_reason():
     from torch import nn
 
-    from autocompress.compression.weight_knobs import torch_weight_knobs
+    from autocompress.compression.weights.knobs import torch_weight_knobs
 
     model = nn.Sequential(nn.Conv2d(64, 64, 3, groups=64), nn.Conv2d(64, 64, 3))
     knobs, skips = torch_weight_knobs(model)

@@ -6,10 +6,10 @@ import torch
 from autocompress.backends.ort_runner import make_session, run_batches
 from autocompress.compression.apply import apply_plan
 from autocompress.compression.knobs import torch_knobs
-from autocompress.compression.plan import (DECOMP, DISTILL_STEPS, DROP, EXIT_AFTER, EXIT_THRESHOLD,
-                                           PRUNE_RATIO, QUANT,
-                                           RANK_RATIO, REPLACE, SHARE, WHOLE_MODEL, Plan)
-from autocompress.compression.structural import resolve
+from autocompress.compression.plan import (DECOMP, DISTILL_STEPS, DROP, EXIT_AFTER,
+                                           EXIT_THRESHOLD, PRUNE_RATIO, QUANT, RANK_RATIO,
+                                           REPLACE, SHARE, WHOLE_MODEL, Plan)
+from autocompress.compression.structural.precedence import resolve
 from autocompress.search.space import params_to_plan
 from tests.test_decompose import conv_workload
 from tests.test_depth import residual_cnn_workload

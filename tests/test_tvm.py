@@ -143,7 +143,7 @@ def test_unreachable_tracker_is_one_line_and_exit_2(tmp_path, capsys):
 
 def _format_cases():
     """(name, workload factory, plan factory): one small model per format the search emits."""
-    from autocompress.compression.weight_knobs import torch_weight_knobs, uniform_plan
+    from autocompress.compression.weights.knobs import torch_weight_knobs, uniform_plan
     from tests.conv_workload import make_workload as conv
     from tests.test_early_exit import _cnn_workload, _transformer_workload
     from tests.tiny_workload import make_workload as mlp

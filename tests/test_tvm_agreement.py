@@ -20,7 +20,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def _uniform(**knobs):
-    from autocompress.compression.weight_knobs import torch_weight_knobs, uniform_plan
+    from autocompress.compression.weights.knobs import torch_weight_knobs, uniform_plan
 
     return lambda w: uniform_plan(torch_weight_knobs(w.model)[0], **knobs)
 

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autocompress.compression.vocab import VocabPruned, embedding_inputs, prune_vocab
+from autocompress.compression.structural.vocab import VocabPruned, embedding_inputs, prune_vocab
 
 
 @torch.no_grad()

@@ -150,7 +150,7 @@ def test_rebuilding_is_cheap_and_does_not_share_the_model(workload):
 
 
 def test_head_pruning_keeps_the_strongest_heads_and_the_encoder_runs():
-    from autocompress.compression.pruning import prune_heads
+    from autocompress.compression.structural.pruning import prune_heads
 
     model = minilm.load_minilm()
     attention = model.layers[1].attention
@@ -166,7 +166,7 @@ def test_head_pruning_keeps_the_strongest_heads_and_the_encoder_runs():
 
 
 def test_low_rank_factorization_of_an_ffn_layer_and_the_word_table_runs():
-    from autocompress.compression.lowrank import LowRank, factorize
+    from autocompress.compression.structural.lowrank import LowRank, factorize
 
     model = minilm.load_minilm()
     before = _embed(model, minilm.tokenize(SENTENCES))

@@ -33,7 +33,7 @@ Two criteria, both must hold (:attr:`Agreement.ok`):
    both).
 
 Caveat: ORT's u8s8 int8 kernels on x86 without VNNI can saturate int16 pair sums with
-full-range weights; w8a8c keeps 7-bit weights for that reason (``compression/quantize.py``).
+full-range weights; w8a8c keeps 7-bit weights for that reason (``compression/weights/quantize.py``).
 """
 from __future__ import annotations
 

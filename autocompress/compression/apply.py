@@ -2,7 +2,7 @@
 
 Order: the torch stage (``registry.TORCH_STAGE``: vocabulary -> structured pruning ->
 drop / share blocks -> BatchNorm folding -> low-rank -> conv decomposition -> module
-replacing -> distillation; compression/structural.py says why) -> ONNX export -> weight
+replacing -> distillation; compression/structural/precedence.py says why) -> ONNX export -> weight
 storage (quantization, sparsity, clustering; ONNX). Every step changes real
 tensors; the artifact's size is its file.
 """
@@ -22,14 +22,15 @@ import onnx
 import torch
 from torch import nn
 
-from . import registry, structural
+from . import registry
+from .structural import precedence
 from .initializers import match_initializers
 from .compact import compact_graph
 from .plan import CALIBRATION, CLUSTERS, QUANT, QUANT_BITS, SPARSITY, WHOLE_MODEL, Plan
 from .records import PlanError, TorchStage
 from .registry import WEIGHT_KNOBS
-from .quantize import to_opset, weight_initializers
-from .weight_storage import NO_CALIBRATION, WeightPlan, compress_weights
+from .weights.quantize import to_opset, weight_initializers
+from .weights.storage import NO_CALIBRATION, WeightPlan, compress_weights
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def _check_units(plan: Plan, model: nn.Module) -> None:
 
 
 def _check_weight_plans(weights: dict, calibration: str) -> None:
-    from .calibration import CALIBRATION_METHODS
+    from .weights.calibration import CALIBRATION_METHODS
 
     if calibration not in (NO_CALIBRATION, *CALIBRATION_METHODS):
         raise PlanError(f"unknown calibration {calibration!r}; choose from "
@@ -152,7 +153,7 @@ def compress_torch(plan: Plan, workload) -> nn.Module:
     model = copy.deepcopy(workload.model).eval()
     args = [torch.from_numpy(workload.example[n]) for n in workload.input_names]
     _check_units(plan, model)
-    plan = structural.resolve(plan)   # conflicting knobs: precedence in compression/structural.py
+    plan = precedence.resolve(plan)   # conflicting knobs: structural/precedence.py
     stage = TorchStage(model, plan, workload, args)
     for _, step in registry.torch_steps():
         step(stage)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import onnx
 
-from .onnx_graph import subgraphs
+from .weights.onnx_graph import subgraphs
 
 
 def compact_graph(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -34,9 +34,10 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from . import distill, fidelity
+from .training import distill
+from . import fidelity
 from .plan import EXIT_AFTER, EXIT_THRESHOLD, Plan
-from .quantize import to_opset
+from .weights.quantize import to_opset
 
 CONFIDENCE_THRESHOLDS = (0.9, 0.8, 0.95, 0.99)
 """Classifier thresholds on the max softmax probability; the first is the default."""
@@ -343,8 +344,8 @@ def _export(module, args, input_names, output_names, axes) -> onnx.ModelProto:
 
 
 def _calibrated(plan: Plan) -> bool:
-    from .fake_quant import weight_plans
-    from .weight_storage import NO_CALIBRATION
+    from .weights.fake_quant import weight_plans
+    from .weights.storage import NO_CALIBRATION
 
     return weight_plans(plan, {})[1] != NO_CALIBRATION
 
@@ -352,8 +353,8 @@ def _calibrated(plan: Plan) -> bool:
 def _quantized(proto: onnx.ModelProto, plan: Plan, model: nn.Module, batches) -> onnx.ModelProto:
     """One segment through the normal weight storage path (exit heads match no unit: float)."""
     from .initializers import match_initializers
-    from .fake_quant import weight_plans
-    from .weight_storage import compress_weights
+    from .weights.fake_quant import weight_plans
+    from .weights.storage import compress_weights
 
     weights, calibration = weight_plans(plan, match_initializers(proto, model))
     return compress_weights(proto, weights, calibration, batches)

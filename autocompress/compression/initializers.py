@@ -2,15 +2,14 @@
 exporter renames and transposes weights."""
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
 from torch import nn
 
-from . import decompose, lowrank, replace, vocab
-from .quantize import weight_initializers
+from .records import fingerprint
+from .structural import decompose, lowrank, replace, vocab
+from .weights.quantize import weight_initializers
 
 
 def match_initializers(proto: onnx.ModelProto, model: nn.Module) -> dict[str, str]:
@@ -44,8 +43,3 @@ def _unit_of(model: nn.Module, name: str) -> str:
             break
         name = parent
     return name
-
-
-def fingerprint(array: np.ndarray) -> str:
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    return hashlib.sha1(array.tobytes()).hexdigest() + str(array.shape)

@@ -32,13 +32,13 @@ def onnx_knobs(weights: Mapping[str, tuple[str, tuple]]) -> list[Knob]:
     """Knobs of an ONNX-only model: quantization, sparsity and clustering of each weight
     (``weights``: name -> (kind, shape), :func:`.onnx_graph.weights`) and the model-wide
     calibration method."""
-    from .weight_knobs import onnx_weight_knobs
+    from .weights.knobs import onnx_weight_knobs
 
     return onnx_weight_knobs(weights)[0]
 
 
 def onnx_skips(weights: Mapping[str, tuple[str, tuple]]) -> list[Skip]:
     """Where an ONNX-only model's weight techniques are not offered, and why."""
-    from .weight_knobs import onnx_weight_knobs
+    from .weights.knobs import onnx_weight_knobs
 
     return onnx_weight_knobs(weights)[1]

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import distill, recovery
+from .training import distill, recovery
 from .apply import Artifact, apply_plan, compress_torch
 from .initializers import match_initializers
-from .fake_quant import FakeQuant, find_targets, weight_plans
+from .weights.fake_quant import FakeQuant, find_targets, weight_plans
 from .plan import Plan
-from .quantize import to_opset
+from .weights.quantize import to_opset
 
 
 LEARNING_RATE = {"logits": 3e-4, "embedding": 5e-5}

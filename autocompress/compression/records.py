@@ -5,7 +5,14 @@ import these, and this module imports nothing of the package.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+
+import numpy as np
+
+MIN_EMBEDDING_ROWS = 1000
+"""An embedding with this many rows is a vocabulary table: it gets vocabulary pruning,
+low-rank and weight-storage knobs."""
 
 
 @dataclass(frozen=True)
@@ -58,3 +65,10 @@ class TorchStage:
     plan: object
     workload: object
     args: list
+
+
+def fingerprint(array: np.ndarray) -> str:
+    """A weight's content key (values and shape): how exported initializers are matched
+    to the torch tensors they came from."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    return hashlib.sha1(array.tobytes()).hexdigest() + str(array.shape)

@@ -3,7 +3,8 @@
 One :class:`Technique` line per technique; every list the rest of the package needs (which
 knobs are weight-storage knobs, which train, which shrink, report titles, the "as is"
 values, the techniques table, the torch stage's order) is derived from here. Callables
-are named as ``"module:function"`` inside ``compression/`` and imported when first used,
+are named as ``"module:function"`` (``.structural.pruning:offer``: relative to compression/)
+and imported when first used,
 so this module sits at the bottom and imports no technique.
 
 Adding a torch-stage technique: one module with ``offer(model, example_args, input_names)
@@ -92,61 +93,67 @@ EXIT_THRESHOLD = _knob(P.EXIT_THRESHOLD, None, "early-exit threshold", EXPORT, s
 TECHNIQUES: tuple[Technique, ...] = (
     Technique("structured pruning", "attention heads, FFN neurons, CNN/MLP channel groups "
               "(Torch-Pruning dependency graph)", (PRUNE,), f"{P.PRUNE_RATIO}: 0 | .25 | .5 | .75",
-              "compression/pruning.py", ("structured pruning",), "pruning:offer", "pruning:apply"),
+              "compression/structural/pruning.py", ("structured pruning",),
+              ".structural.pruning:offer", ".structural.pruning:apply"),
     Technique("vocabulary pruning", "Embedding fed by a model input (token ids)", (VOCAB,),
               f"{P.VOCAB}: full | corpus (rows the calibration corpus uses)",
-              "compression/vocab.py", ("vocabulary pruning",), "vocab:offer", "vocab:apply"),
+              "compression/structural/vocab.py", ("vocabulary pruning",),
+              ".structural.vocab:offer", ".structural.vocab:apply"),
     Technique("low-rank factorization", "Linear, Conv (groups=1), large Embedding", (RANK,),
               f"{P.RANK_RATIO}: 1 | .5 | .25 | .125 (| .0625 embeddings), only ranks that save",
-              "compression/lowrank.py", ("low-rank factorization",), "lowrank:offer",
-              "lowrank:apply"),
+              "compression/structural/lowrank.py", ("low-rank factorization",),
+              ".structural.lowrank:offer",
+              ".structural.lowrank:apply"),
     Technique("post-training quantization", "Linear, Conv, Embedding", (QUANT, CALIBRATION),
               f"{P.QUANT}: float | w16 | w8 | w4 | w3 | w2 | w8a8 | w8a8c | w8a8cf (MatMul); "
               f"{P.CALIBRATION} (model): none | minmax | percentile | entropy",
-              "compression/weight_storage.py, quantize.py, calibration.py",
+              "compression/weights/storage.py, quantize.py, calibration.py",
               ("quantization", "2/3-bit quantization", "static int8 activations",
-               "int8 kernels"), "weight_knobs:offer"),
+               "int8 kernels"), ".weights.knobs:offer"),
     Technique("unstructured pruning", "Linear, Conv (>= 1024 weights, not grouped)", (SPARSITY,),
               f"{P.SPARSITY}: 0 | .5 | .75 | .9 (magnitude; stored values + 1-bit mask)",
-              "compression/sparsity.py, packing.py", ("sparsity", "magnitude sparsity")),
+              "compression/weights/sparsity.py, packing.py", ("sparsity", "magnitude sparsity")),
     Technique("weight clustering", "Linear, Conv, Embedding (>= 16 x k weights)", (CLUSTERS,),
               f"{P.CLUSTERS}: 0 | 64 | 16 (k-means palette + packed indices)",
-              "compression/clustering.py, packing.py", ("weight clustering", "clustering")),
+              "compression/weights/clustering.py, packing.py", ("weight clustering", "clustering")),
     Technique("depth pruning", "shape-preserving blocks (transformer layers, residual blocks)",
-              (DROP,), f"{P.DROP}: false | true", "compression/depth.py", ("depth pruning",),
-              "depth:offer", "depth:apply"),
+              (DROP,), f"{P.DROP}: false | true", "compression/structural/depth.py",
+              ("depth pruning",), ".structural.depth:offer", ".structural.depth:apply"),
     Technique("cross-layer sharing", "block N reusing block N-1's weights (same structure)",
-              (SHARE,), f"{P.SHARE}: false | true", "compression/sharing.py",
-              ("parameter sharing", "cross-layer sharing"), "sharing:offer", "sharing:apply"),
+              (SHARE,), f"{P.SHARE}: false | true", "compression/structural/sharing.py",
+              ("parameter sharing", "cross-layer sharing"),
+              ".structural.sharing:offer", ".structural.sharing:apply"),
     Technique("tensor decomposition", "full k x k convs (TensorLy)", (DECOMP,),
               f"{P.DECOMP}: none | tucker:0.5 | tucker:0.25 | cp:0.5 | cp:0.25",
-              "compression/decompose.py", ("tensor decomposition",), "decompose:offer",
-              "decompose:apply"),
+              "compression/structural/decompose.py", ("tensor decomposition",),
+              ".structural.decompose:offer",
+              ".structural.decompose:apply"),
     Technique("module replacing", "FFN blocks -> narrower FFN; k x k conv -> depthwise-separable",
               (REPLACE,), f"{P.REPLACE}: none | ffn:0.5 | ffn:0.25 | dwsep (trained by local "
-              "distillation)", "compression/replace.py", ("module replacing",), "replace:offer",
-              "replace:apply"),
+              "distillation)", "compression/structural/replace.py", ("module replacing",),
+              ".structural.replace:offer",
+              ".structural.replace:apply"),
     Technique("knowledge distillation", "the whole model, after any compression", (DISTILL,),
               f"{P.DISTILL_STEPS} (model): 0 | 50 | 200; teacher = uncompressed model",
-              "compression/distill.py", ("knowledge distillation", "distillation"),
-              "distill:offer", "distill:apply"),
+              "compression/training/distill.py", ("knowledge distillation", "distillation"),
+              ".training.distill:offer", ".training.distill:apply"),
     Technique("early exit", "block containers of transformers and CNNs",
               (EXIT_AFTER, EXIT_THRESHOLD), f"{P.EXIT_AFTER} (model): none | <container>.<k>; "
               f"{P.EXIT_THRESHOLD}", "compression/early_exit.py, cost_models/exit_runtime.py",
-              ("early exit",), "early_exit:offer"),
+              ("early exit",), ".early_exit:offer"),
     Technique("quantization-aware training", "the front's finalists (after the search)", (),
               "SearchConfig.qat_steps (fake quantization mirroring the artifact's storage)",
-              "compression/qat.py, fake_quant.py"),
+              "compression/qat.py, weights/fake_quant.py"),
 )
 """In the order their knobs are offered (and the techniques table lists them)."""
 
-STEPS = (Step("batchnorm folding", "apply:fold_batchnorm_step"),)
+STEPS = (Step("batchnorm folding", ".apply:fold_batchnorm_step"),)
 
 TORCH_STAGE: tuple[str, ...] = (
     "vocabulary pruning", "structured pruning", "depth pruning", "cross-layer sharing",
     "batchnorm folding", "low-rank factorization", "tensor decomposition", "module replacing",
     "knowledge distillation")
-"""The torch stage's order (compression/structural.py explains why; distillation is last,
+"""The torch stage's order (compression/structural/precedence.py explains why; distillation is last,
 as recovery after every structural change)."""
 
 
@@ -197,12 +204,10 @@ def technique_of(label: str) -> str:
 
 
 def resolve(ref: str) -> Callable:
-    """The callable a ``"module:function"`` reference names (module inside compression/,
-    or a full dotted path)."""
+    """The callable a ``"module:function"`` reference names (``.structural.pruning``:
+    relative to compression/; ``tests.example_technique``: a full dotted path)."""
     module, _, function = ref.partition(":")
-    if "." not in module:
-        module = f"{__package__}.{module}"
-    return getattr(importlib.import_module(module), function)
+    return getattr(importlib.import_module(module, __package__), function)
 
 
 def offers() -> list[Callable]:

@@ -49,7 +49,7 @@ def anchor_params(knobs: Sequence[Knob]) -> list[dict]:
 
 
 def _anchor_choice(knob: Knob, quant: str):
-    from ..compression.weight_storage import DYNAMIC_INT8
+    from ..compression.weights.storage import DYNAMIC_INT8
 
     if knob.name != "quant":
         return knob.choices[0]

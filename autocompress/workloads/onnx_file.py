@@ -13,8 +13,8 @@ from typing import Sequence
 import onnx
 
 from .base import Workload, WorkloadError  # noqa: F401 (re-exported)
-from .onnx_inputs import (InputError, input_specs, load_data, parse_shapes, resolve_shapes,
-                          split, synthetic_feeds)
+from .onnx_inputs import (InputError, input_specs, load_data, parse_shapes, resolve_shapes, split,
+                          synthetic_feeds)
 
 N_CALIBRATION = 8
 N_EVALUATION = 32
@@ -106,6 +106,6 @@ def weight_count(model: onnx.ModelProto) -> int:
     """Weights of ``model`` a technique can reach (compression/onnx_graph.weights)."""
     from math import prod
 
-    from ..compression.onnx_graph import weights
+    from ..compression.weights.onnx_graph import weights
 
     return sum(prod(shape) for _, shape in weights(model).values())

@@ -8,7 +8,7 @@
    ``Loop`` bodies) move to the main graph's initializers. A subgraph may read any
    value of its enclosing graph, so the model computes the same thing, and every weight
    technique (which rewrites main-graph initializers) then reaches them.
-3. Opset :data:`~autocompress.compression.quantize.OPSET` (INT4 DequantizeLinear).
+3. Opset :data:`~autocompress.compression.weights.quantize.OPSET` (INT4 DequantizeLinear).
 
 The result must compute what the original does (checked on the example inputs by the
 caller); it is cached by the original's bytes, so every process (workers, ``export``)
@@ -26,8 +26,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from ..compression.onnx_graph import subgraphs
-from ..compression.quantize import to_opset
+from ..compression.weights.onnx_graph import subgraphs
+from ..compression.weights.quantize import to_opset
 from ..paths import cache_dir
 
 VERSION = 1

@@ -17,11 +17,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import fidelity
+from .. import fidelity
 from .decompose import MIN_SAVED_PER_LAYER
-from .distill import deterministic
-from .records import Knob, Skip
-from .plan import REPLACE
+from ..training.distill import deterministic
+from ..records import Knob, Skip
+from ..plan import REPLACE
 from .pruning import NEURON_ROUND_TO, _round_keep, ffn_units, prune_neurons
 
 TECHNIQUE = "module replacing"

@@ -12,14 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .plan import VOCAB
-from .records import Knob, PlanError, parent_and_attr
-from .tracing import trace_calls
+from ..plan import VOCAB
+from ..records import MIN_EMBEDDING_ROWS, Knob, PlanError, parent_and_attr
+from ..tracing import trace_calls
 
 VOCAB_CHOICES = ("full", "corpus")
-MIN_EMBEDDING_ROWS = 1000
-"""An embedding with this many rows is a vocabulary table: it gets vocabulary pruning,
-low-rank and weight-storage knobs."""
 
 
 class VocabPruned(nn.Module):

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from .lowrank import factor_rank
-from .records import Knob, PlanError, Skip, parent_and_attr
-from .plan import DECOMP
+from ..records import Knob, PlanError, Skip, parent_and_attr
+from ..plan import DECOMP
 
 TECHNIQUE = "tensor decomposition"
 DECOMP_CHOICES = ("none", "tucker:0.5", "tucker:0.25", "cp:0.5", "cp:0.25")

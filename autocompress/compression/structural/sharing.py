@@ -13,8 +13,8 @@ from typing import Sequence
 from torch import nn
 
 from .depth import block_signatures
-from .records import Knob, Skip
-from .plan import SHARE
+from ..records import Knob, Skip
+from ..plan import SHARE
 
 TECHNIQUE = "parameter sharing"
 

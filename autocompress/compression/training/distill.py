@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .records import Knob
-from . import fidelity
-from .plan import DISTILL_STEPS, WHOLE_MODEL
+from ..records import Knob
+from .. import fidelity
+from ..plan import DISTILL_STEPS, WHOLE_MODEL
 
 TECHNIQUE = "knowledge distillation"
 STEP_CHOICES = (0, 50, 200)

@@ -30,11 +30,11 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL, Plan
+from ..plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL, Plan
 from .quantize import INT4_BLOCK, OPSET
 from .sparsity import magnitude_prune
-from .weight_storage import (DYNAMIC_INT8, DYNAMIC_MODES, INT_BITS, NO_CALIBRATION, WeightPlan,
-                             compress_weights, packed_view, palette_edit, palette_edits, role)
+from .storage import (DYNAMIC_INT8, DYNAMIC_MODES, INT_BITS, NO_CALIBRATION, WeightPlan,
+                      compress_weights, packed_view, palette_edit, palette_edits, role)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def weight_plans(plan: Plan, units: dict[str, str]) -> tuple[dict[str, WeightPla
 def find_targets(model: nn.Module, proto: onnx.ModelProto, weights: dict[str, WeightPlan],
                  calibration: str = NO_CALIBRATION) -> list[Target]:
     """Match each compressed initializer to the torch module holding the same numbers."""
-    from .initializers import fingerprint
+    from ..records import fingerprint
 
     by_content: dict[str, tuple[str, bool]] = {}
     for name, module in model.named_modules():
@@ -90,7 +90,7 @@ def mirror(onnx_weight: torch.Tensor, kind: str, plan: WeightPlan,
            calibration: str = NO_CALIBRATION) -> torch.Tensor | None:
     """The storage path's rebuilt weight (ONNX layout), computed fast; None where only the
     oracle knows (static calibration, per-channel int8)."""
-    from .weight_storage import _mode
+    from .storage import _mode
 
     mode = _mode(plan, kind, calibration)
     per_channel_int8 = DYNAMIC_MODES.get(mode, (False, False))[0]
@@ -282,7 +282,7 @@ class FakeQuant:
                     lambda _m, args: (dynamic_quant_activation(args[0]), *args[1:])))
 
     def _choose(self, target: Target, weight: torch.Tensor):
-        from .weight_storage import _mode
+        from .storage import _mode
 
         onnx_w = weight.t().contiguous() if target.transposed else weight
         args = (target.kind, target.plan, target.calibration)

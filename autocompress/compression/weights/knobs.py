@@ -12,10 +12,10 @@ from typing import Mapping, Sequence
 
 from .calibration import CALIBRATION_METHODS
 from .clustering import CLUSTER_CHOICES
-from .plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL
-from .records import Knob, Skip
+from ..plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL
+from ..records import Knob, Skip
 from .sparsity import SPARSITY_CHOICES
-from .weight_storage import DYNAMIC_INT8, NO_CALIBRATION
+from .storage import DYNAMIC_INT8, NO_CALIBRATION
 
 QUANT_CHOICES = ("float", "w8", "w4", "w8a8", "w16", "w3", "w2")
 EMBEDDING_QUANT_CHOICES = ("float", "w8", "w16", "w4", "w3", "w2")   # gathered rows: no int8 matmul
@@ -77,7 +77,7 @@ def torch_weight_knobs(model) -> tuple[list, list]:
     """(knobs, skips) for every Linear, Conv2d and large Embedding of a torch model."""
     from torch import nn
 
-    from .vocab import MIN_EMBEDDING_ROWS
+    from ..records import MIN_EMBEDDING_ROWS
 
     knobs, skips = [], []
     for name, module in model.named_modules():
@@ -124,7 +124,7 @@ def uniform_plan(knobs: Sequence, **settings):
     """"Technique X alone at strength S": every knob named in ``settings`` that offers the
     value takes it (e.g. ``uniform_plan(knobs, quant="w3")``, ``uniform_plan(knobs,
     sparsity=0.9)``, ``uniform_plan(knobs, quant="w8", calibration="entropy")``)."""
-    from .plan import Plan
+    from ..plan import Plan
 
     units: dict[str, dict] = {}
     for knob in knobs:

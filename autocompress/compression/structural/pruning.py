@@ -12,9 +12,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .plan import PRUNE_RATIO
-from .records import Knob
-from .tracing import trace_calls
+from ..plan import PRUNE_RATIO
+from ..records import Knob
+from ..tracing import trace_calls
 
 PRUNE_CHOICES = (0.0, 0.25, 0.5, 0.75)
 CHANNEL_ROUND_TO = 4   # kept channel counts are multiples of this (regular kernels)

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from . import fidelity
+from .. import fidelity
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 PERCENTILE = 99.99

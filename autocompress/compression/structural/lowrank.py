@@ -11,8 +11,8 @@ import hashlib
 import torch
 from torch import nn
 
-from .plan import RANK_RATIO
-from .records import Knob, parent_and_attr
+from ..plan import RANK_RATIO
+from ..records import Knob, parent_and_attr
 
 RANK_CHOICES = (1.0, 0.5, 0.25, 0.125)
 EMBEDDING_RANK_CHOICES = (1.0, 0.5, 0.25, 0.125, 0.0625)
@@ -124,7 +124,7 @@ def useful_ranks(out_dim: int, in_dim: int, kernel: int, choices: tuple) -> tupl
 def offer(model: nn.Module, example_args=(), input_names=()):
     """(knobs, skips): the ranks that save parameters, per Linear, full Conv2d and large
     Embedding."""
-    from .vocab import MIN_EMBEDDING_ROWS
+    from ..records import MIN_EMBEDDING_ROWS
 
     knobs = []
     for name, module in model.named_modules():

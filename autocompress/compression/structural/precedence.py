@@ -22,7 +22,7 @@ from __future__ import annotations
 from torch import nn
 
 from . import sharing
-from .plan import DECOMP, DROP, EXIT_AFTER, PRUNE_RATIO, RANK_RATIO, REPLACE, SHARE, Plan
+from ..plan import DECOMP, DROP, EXIT_AFTER, PRUNE_RATIO, RANK_RATIO, REPLACE, SHARE, Plan
 
 SHARER_LOSES = (PRUNE_RATIO, RANK_RATIO, DECOMP, REPLACE, SHARE)
 """Knobs on the units inside a block that shares its predecessor's weights: its own
@@ -67,7 +67,7 @@ def coherent(plan: Plan, contained: frozenset = frozenset()) -> Plan:
     rooted inside a dropped block that also shrink layers outside it keep their ratio
     (pruning runs before the drop); ``contained`` names the units whose pruning acts only
     inside their block (attention heads, FFN neurons: :func:`contained_units`)."""
-    from .registry import WEIGHT_KNOBS
+    from ..registry import WEIGHT_KNOBS
 
     plan = resolve(plan)
     dropped = {u for u, k in plan.units.items() if k.get(DROP) is True}

@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .records import Knob, Skip
-from .plan import DROP, Plan
+from ..records import Knob, Skip
+from ..plan import DROP, Plan
 
 TECHNIQUE = "depth pruning"
 
