@@ -20,8 +20,7 @@ from .cost_models import exit_runtime
 from .trial_record import TrialMetrics
 from .compression.apply import apply_plan
 from .compression.plan import Plan
-from .cost_models.calibrated import CalibratedModel
-from .cost_models.calibration import CalibrationStore
+from .cost_models.model import cost_model
 from .cost_models.layers import describe
 from .device_profiles import DeviceProfile
 from .paths import cache_dir
@@ -43,7 +42,7 @@ class Evaluator:
         self.timing = timing
         # calibrated on this device; TVM on this machine is another device than ORT on it
         store = "host-tvm" if profile.name == "host" and device is not None else profile.name
-        self.cost_model = CalibratedModel(profile, CalibrationStore.load(store))
+        self.cost_model = cost_model(profile, store)
         self.host_model = self.cost_model if store == "host" else None
         self.device_measured = 0        # candidates measured on the board in this process
         self.artifact_root = artifact_root or cache_dir() / "artifacts" / workload_key(workload)
@@ -163,7 +162,7 @@ class Evaluator:
         if self.host_model is None:
             from .device_profiles import resolve_target
 
-            self.host_model = CalibratedModel.for_device(resolve_target("host"))
+            self.host_model = cost_model(resolve_target("host"))
         self.host_model.observe(self._graph,
                                 f"{self.workload.name}:{plan.digest()}", latency.median_s,
                                 None, f"host {ort_runner.RUNTIME}, {self.timing.threads} threads")
@@ -222,7 +221,7 @@ class Evaluator:
         if not self.extra_profiles:
             return {}
         if self._extra_models is None:
-            self._extra_models = {p.name: CalibratedModel.for_device(p)
+            self._extra_models = {p.name: cost_model(p)
                                   for p in self.extra_profiles}
         return per_target_numbers(describe(path, self.latency_shapes), self.extra_profiles,
                                   latency, peak_ram, self._extra_models)
@@ -255,7 +254,7 @@ def per_target_numbers(graph, profiles, latency, peak_ram, models: dict | None =
     models = models or {}
     out = {}
     for profile in profiles:
-        model = models.get(profile.name) or CalibratedModel.for_device(profile)
+        model = models.get(profile.name) or cost_model(profile)
         out[profile.name] = profile_numbers(profile, model.predict(graph), latency, peak_ram,
                                             model=model)
     return out

@@ -16,12 +16,13 @@ from autocompress.compression.apply import apply_plan
 from autocompress.compression.plan import Plan
 from autocompress.cost_models import active
 from autocompress.cost_models.calibrated import CALIBRATED_NAME, MIN_SAMPLES, CalibratedModel
+from autocompress.cost_models.model import CostModel, cost_model
 from autocompress.cost_models.calibration import CalibrationStore
 from autocompress.cost_models.energy import HOROWITZ_45NM_PJ, dynamic_energy_j, scaled_table
 from autocompress.cost_models.layers import describe
 from autocompress.cost_models.roofline import RooflineModel
 from autocompress.cost_models.size import predict_size
-from autocompress.device_profiles import resolve_target
+from autocompress.device_profiles import known_targets, resolve_target
 
 from tiny_workload import make_workload
 
@@ -160,7 +161,7 @@ def test_calibration_lowers_the_error_on_held_out_models(timed_models, tmp_path,
     # The host roofline can already be within a few percent on one CPU and not on another, so
     # the claim is pinned where it must hold on any CPU: a roofline ten times too slow.
     monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path))
-    model = CalibratedModel.for_device(_slowed(resolve_target("host"), 10.0))
+    model = cost_model(_slowed(resolve_target("host"), 10.0))
     fit, held_out = timed_models[::3] + timed_models[1::3], timed_models[2::3]
     uncalibrated = _mdape(model, held_out)
     assert model.name == "roofline-v0" and model.predict(fit[0][0]).calibration_error is None
@@ -177,7 +178,7 @@ def test_calibration_lowers_the_error_on_held_out_models(timed_models, tmp_path,
 
 def test_calibration_on_the_host_profile_stays_usable(timed_models, tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path))
-    model = CalibratedModel.for_device(resolve_target("host"))
+    model = cost_model(resolve_target("host"))
     fit, held_out = timed_models[::3] + timed_models[1::3], timed_models[2::3]
     for i, (graph, latency) in enumerate(fit):
         model.observe(graph, f"mlp:{i}", latency, None, "host test")
@@ -187,7 +188,7 @@ def test_calibration_on_the_host_profile_stays_usable(timed_models, tmp_path, mo
 def test_calibration_persists_per_device_as_json(timed_models, tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path))
     profile = _profile()
-    model = CalibratedModel.for_device(profile)
+    model = cost_model(profile)
     for i, (graph, latency) in enumerate(timed_models[:10]):
         model.observe(graph, f"mlp:{i}", latency, 1e6 + graph.weight_bytes, "board x")
     model.observe(timed_models[0][0], "mlp:0", timed_models[0][1], 1e6 + timed_models[0][0].weight_bytes,
@@ -196,7 +197,7 @@ def test_calibration_persists_per_device_as_json(timed_models, tmp_path, monkeyp
     document = json.loads(path.read_text())
     assert document["n_samples"] == 10 and len(document["samples"]) == 10
     assert document["fit"]["latency_mdape_cv"] == model.latency_error_
-    again = CalibratedModel.for_device(profile)
+    again = cost_model(profile)
     graph = timed_models[12][0]
     assert again.predict(graph) == model.predict(graph)
     assert again.ram_provenance() == model.ram_provenance() and again.ram_provenance()[1] is not None
@@ -265,8 +266,50 @@ def test_active_search_records_which_candidates_the_board_measured(tmp_path, mon
 def test_concurrent_writers_keep_each_others_samples(timed_models, tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path))
     profile = resolve_target("host")
-    first, second = CalibratedModel.for_device(profile), CalibratedModel.for_device(profile)
+    first, second = cost_model(profile), cost_model(profile)
     (g1, y1), (g2, y2) = timed_models[:2]
     first.observe(g1, "worker-1", y1, None, "host test")
     second.observe(g2, "worker-2", y2, None, "host test")
     assert [s.key for s in CalibrationStore.load("host").samples] == ["worker-1", "worker-2"]
+
+
+# --------------------------------------------------------------------------- contract
+
+
+def _graphs():
+    """Matmul graphs of growing size: what every cost model must rank the same way."""
+    return [describe(_matmul(k, n), {"x": (1, k)}) for k, n in
+            ((32, 32), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512),
+             (512, 512), (512, 1024), (1024, 1024))]
+
+
+def _kinds(profile):
+    """Every cost model the package has, for ``profile``: the roofline, the calibrated model
+    before any sample, and after ten (measured = 1.3 x the roofline, not persisted)."""
+    fitted = CalibratedModel(profile, CalibrationStore(profile.name), persist=False)
+    roofline = RooflineModel(profile)
+    for i, graph in enumerate(_graphs()):
+        fitted.observe(graph, f"g{i}", 1.3 * roofline.latency_s(graph), None, "contract test")
+    return {"roofline": roofline,
+            "uncalibrated": CalibratedModel(profile, CalibrationStore(profile.name),
+                                            persist=False),
+            "calibrated": fitted}
+
+
+@pytest.mark.parametrize("target", known_targets())
+def test_every_cost_model_on_every_profile_keeps_the_contract(target, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path))
+    profile = resolve_target(target)
+    graphs = _graphs()
+    for kind, model in _kinds(profile).items():
+        assert isinstance(model, CostModel) and model.name, kind
+        predictions = [model.predict(g) for g in graphs]
+        for p in predictions:
+            assert np.isfinite([p.latency_s, p.energy_j, p.peak_ram_bytes]).all(), kind
+            assert p.latency_s > 0 and p.energy_j > 0 and p.peak_ram_bytes > 0, kind
+            assert p.model == model.name
+        latencies = [p.latency_s for p in predictions]
+        assert latencies == sorted(latencies), f"{kind}: a larger matmul predicted faster"
+        assert (predictions[0].calibration_error is None) == (kind != "calibrated"), kind
+    assert not (tmp_path / "calibration").exists()     # persist=False wrote nothing
+    assert isinstance(cost_model(profile), CostModel)

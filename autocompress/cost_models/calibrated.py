@@ -39,10 +39,6 @@ class CalibratedModel:
         self.latency_error_ = self.ram_error_ = None
         self.fit()
 
-    @classmethod
-    def for_device(cls, profile) -> "CalibratedModel":
-        return cls(profile, CalibrationStore.load(profile.name))
-
     @property
     def name(self) -> str:
         return CALIBRATED_NAME if self.latency_ is not None else self.roofline.name
