@@ -180,7 +180,7 @@ class _Probe:
     Two exact routes, the faster one chosen by timing the baseline once: torch forward
     passes (weights replaced by what the artifact stores), or ONNX Runtime on the exported
     graph (the weight stored as the artifact stores it; small conv nets run much faster
-    there). When even the faster full pass is slow (MiniLM), quality becomes fidelity to the
+    there). When even the faster full pass is slow (MiniLM), quality becomes agreement with the
     uncompressed outputs on the first ``SUBSET_ROWS`` evaluation rows (mean cosine for
     embeddings, top-1 agreement for logits), which is the MiniLM metric itself on fewer rows.
     """
@@ -226,7 +226,7 @@ class _Probe:
         if min(onnx_s, torch_s) > FULL_PASS_LIMIT_S and self.model is not None:
             self.batches = _first_rows(self.batches, SUBSET_ROWS)
             self.reference = [b[0] for b in base_outputs[:len(self.batches)]]
-            self.engine += (f", fidelity to the uncompressed outputs on the first "
+            self.engine += (f", agreement with the uncompressed outputs on the first "
                             f"{sum(len(next(iter(b.values()))) for b in self.batches)} rows")
         self.base_quality = self._score(base_outputs[:len(self.batches)])
 
@@ -355,7 +355,7 @@ class _Probe:
     def _score(self, outputs) -> float:
         if self.reference is None:
             return float(self.workload.score(outputs).value)
-        return _fidelity(self.workload.output_kind, [o[0] for o in outputs], self.reference)
+        return _agreement(self.workload.output_kind, [o[0] for o in outputs], self.reference)
 
     def _torch_outputs(self, model) -> list:
         import torch
@@ -386,7 +386,7 @@ def _first_rows(batches: list, rows: int) -> list:
     return out
 
 
-def _fidelity(kind: str, outputs: list, reference: list) -> float:
+def _agreement(kind: str, outputs: list, reference: list) -> float:
     """Mean cosine (embeddings) or top-1 agreement (logits) with the uncompressed outputs."""
     y = np.concatenate([o.reshape(len(o), -1) for o in outputs]).astype(np.float64)
     r = np.concatenate([o.reshape(len(o), -1) for o in reference]).astype(np.float64)

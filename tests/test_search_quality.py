@@ -180,11 +180,11 @@ def test_sensitivity_measures_each_choice_alone_and_is_cached(tmp_path, monkeypa
 
 def test_fidelity_proxy_metric():
     ref = [np.array([[1.0, 0.0], [0.0, 1.0]])]
-    same = sensitivity._fidelity("embedding", ref, ref)
+    same = sensitivity._agreement("embedding", ref, ref)
     assert same == pytest.approx(1.0)
-    assert sensitivity._fidelity("embedding", [np.array([[1.0, 1.0], [0.0, 1.0]])], ref) == \
+    assert sensitivity._agreement("embedding", [np.array([[1.0, 1.0], [0.0, 1.0]])], ref) == \
         pytest.approx((np.sqrt(0.5) + 1) / 2)
-    assert sensitivity._fidelity("logits", [np.array([[0.0, 1.0], [0.0, 1.0]])], ref) == 0.5
+    assert sensitivity._agreement("logits", [np.array([[0.0, 1.0], [0.0, 1.0]])], ref) == 0.5
 
 
 # --------------------------------------------------------------------------- multi-fidelity

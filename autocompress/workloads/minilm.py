@@ -11,7 +11,7 @@ module names and forward contracts the compression code relies on:
   so heads can be pruned by slicing q/k/v rows and o columns;
 * ``FeedForward`` works for any intermediate width.
 
-There are no labels, so quality is fidelity to the uncompressed model (the
+There are no labels, so quality is agreement with the uncompressed model (the
 teacher): cosine between student and teacher embeddings, plus the Spearman
 rank correlation of their pairwise-similarity structure.
 """
@@ -428,7 +428,7 @@ def training_batches(exclude: Sequence[str], limit: int = TRAINING_PARAGRAPHS,
 
 
 def make_minilm_workload(n_calibration: int = 640, n_evaluation: int = 256, batch_size: int = 32) -> Workload:
-    """The all-MiniLM-L6-v2 workload, scored by fidelity to the uncompressed model."""
+    """The all-MiniLM-L6-v2 workload, scored by agreement with the uncompressed model."""
     calibration, evaluation = split_sentences(n_calibration, n_evaluation)
     teacher = _teacher_embeddings(n_calibration, n_evaluation, batch_size)
     return Workload(
