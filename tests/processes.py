@@ -1,5 +1,6 @@
 """Process-tree helpers for tests that stop and kill real searches (supervisor.py: the
 command line's process watches a child that does the work)."""
+import time
 from pathlib import Path
 
 
@@ -38,3 +39,14 @@ def descendants(pid: int) -> list[int]:
 def stopped_below(pid: int) -> int | None:
     """A stopped (SIGSTOP) process under ``pid``: the supervised search at its stop point."""
     return next((p for p in descendants(pid) if state(p) == "T"), None)
+
+
+def until(condition, what: str, timeout: float = 120):
+    """``condition()``'s first truthy value, polled every 50 ms; fails after ``timeout`` s."""
+    end = time.time() + timeout
+    while time.time() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

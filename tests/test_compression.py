@@ -10,30 +10,8 @@ from autocompress.backends.ort_runner import make_session, run_batches
 from autocompress.compression.apply import apply_plan, compress_torch
 from autocompress.compression.knobs import torch_knobs
 from autocompress.compression.plan import Plan
-from autocompress.workloads import Quality, Workload
 from tests.tiny_workload import make_workload
-
-
-class Block(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c, 4 * c, 1, bias=False), nn.BatchNorm2d(4 * c),
-                                  nn.ReLU6(), nn.Conv2d(4 * c, 4 * c, 3, 1, 1, groups=4 * c),
-                                  nn.ReLU6(), nn.Conv2d(4 * c, c, 1))
-
-    def forward(self, x):
-        return x + self.body(x)
-
-
-def small_cnn_workload() -> Workload:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), Block(16), Block(16),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
-    rng = np.random.default_rng(0)
-    batch = {"image": rng.standard_normal((8, 1, 16, 16)).astype(np.float32)}
-    return Workload("cnn", ("image",), ("logits",), {"image": batch["image"][:1]}, [batch],
-                    [batch], lambda outs: Quality(0.0, "none"), model=model,
-                    dynamic_axes={"image": {0: "b"}, "logits": {0: "b"}})
+from tests.fixture_models import small_cnn_workload
 
 
 def all_units(knobs, name, value):

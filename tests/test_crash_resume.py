@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from autocompress import api
 from autocompress.cli import main
 from autocompress.search import storage as st
-from tests.processes import descendants, state, stopped_below
+from tests.processes import descendants, state, stopped_below, until
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tests.tiny_workload:make_workload"
@@ -34,16 +34,6 @@ def _env(**extra) -> dict:
                 **extra)
 
 
-def _until(condition, what: str, timeout: float = DEADLINE_S):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _kill_at(point: str, run: Path, log: Path) -> None:
     """Start a search that stops itself at ``point``, then SIGKILL it there."""
     with open(log, "wb") as out:
@@ -51,12 +41,12 @@ def _kill_at(point: str, run: Path, log: Path) -> None:
                                 env=_env(AUTOCOMPRESS_STOP_AT=point), stdout=out,
                                 stderr=subprocess.STDOUT)
     try:   # the command's process supervises the search: the search stops, the user kills
-        search = _until(lambda: stopped_below(proc.pid) or proc.poll() is not None,
+        search = until(lambda: stopped_below(proc.pid) or proc.poll() is not None,
                         f"stop at {point}")
         assert proc.poll() is None, log.read_text()[-3000:]
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL
-        _until(lambda: state(search) in (None, "Z"), "the search to end with its command", 10)
+        until(lambda: state(search) in (None, "Z"), "the search to end with its command", 10)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -124,14 +114,14 @@ def test_local_workers_end_with_their_killed_search_and_resume_finishes(tmp_path
             below = descendants(search.pid)
             return any(t.user_attrs.get("worker", {}).get("pid") in below[1:]
                        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        _until(worker_running, "the worker to hold a trial")
+        until(worker_running, "the worker to hold a trial")
         # search, worker supervisor, worker; under a loaded suite a short-lived child of one
         # of them was once seen beside them (4 pids), so the tree is read once it has settled
-        tree = _until(lambda: t if len(t := descendants(search.pid)) == 3 else None,
+        tree = until(lambda: t if len(t := descendants(search.pid)) == 3 else None,
                       "the tree: search, worker supervisor, worker", 20)
         os.kill(search.pid, signal.SIGKILL)
         search.wait()
-        _until(lambda: all(state(p) in (None, "Z") for p in tree), "the orphans to end", 10)
+        until(lambda: all(state(p) in (None, "Z") for p in tree), "the orphans to end", 10)
     finally:
         for pid in [search.pid, *descendants(search.pid)]:
             if state(pid) not in (None, "Z"):
@@ -161,7 +151,7 @@ def test_kills_of_the_search_never_fail_the_trial_they_interrupt(tmp_path, undis
                                     env=_env(AUTOCOMPRESS_STOP_AT="trial-1"), stdout=out,
                                     stderr=subprocess.STDOUT)
         try:
-            _until(lambda: stopped_below(proc.pid) or proc.poll() is not None, "trial 1 again")
+            until(lambda: stopped_below(proc.pid) or proc.poll() is not None, "trial 1 again")
             assert proc.poll() is None, log.read_text()[-3000:]
         finally:
             proc.kill()

@@ -9,19 +9,7 @@ from autocompress.compression.apply import apply_plan, compress_torch
 from autocompress.compression.initializers import match_initializers
 from autocompress.compression.structural.decompose import Decomposed, decomp_knobs, decompose
 from autocompress.compression.plan import DECOMP, QUANT, RANK_RATIO, Plan
-from autocompress.workloads import Quality, Workload
-
-
-def conv_workload() -> Workload:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-                          nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
-    rng = np.random.default_rng(0)
-    batch = {"image": rng.standard_normal((4, 1, 10, 10)).astype(np.float32)}
-    return Workload("conv", ("image",), ("logits",), {"image": batch["image"][:1]}, [batch], [batch],
-                    lambda outs: Quality(0.0, "none"), model=model,
-                    dynamic_axes={"image": {0: "b"}, "logits": {0: "b"}})
+from tests.fixture_models import conv_workload
 
 
 def n_params(module):

@@ -2,46 +2,14 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from autocompress.backends.ort_runner import make_session, run_batches
 from autocompress.compression.apply import apply_plan, compress_torch
 from autocompress.compression.structural.depth import Dropped, drop_knobs
 from autocompress.compression.knobs import skipped_knobs, torch_knobs
 from autocompress.compression.plan import DROP, PRUNE_RATIO, RANK_RATIO, Plan
-from autocompress.workloads import Quality, Workload
 from tests.tiny_transformer import make_tiny_transformer
-
-
-class Residual(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 1))
-
-    def forward(self, x):
-        return x + self.body(x)
-
-
-class Down(nn.Module):
-    def __init__(self, c_in, c_out):
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
-        self.act = nn.ReLU()
-
-    def forward(self, x):
-        return self.act(self.conv(x))
-
-
-def residual_cnn_workload() -> Workload:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1),
-                          nn.Sequential(Residual(8), Down(8, 16), Residual(16)),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
-    rng = np.random.default_rng(0)
-    batch = {"image": rng.standard_normal((8, 1, 12, 12)).astype(np.float32)}
-    return Workload("res", ("image",), ("logits",), {"image": batch["image"][:1]}, [batch], [batch],
-                    lambda outs: Quality(0.0, "none"), model=model,
-                    dynamic_axes={"image": {0: "b"}, "logits": {0: "b"}})
+from tests.fixture_models import residual_cnn_workload
 
 
 def args_of(workload):

@@ -5,7 +5,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autocompress.backends import ort_runner
@@ -15,97 +14,7 @@ from autocompress.compression.apply import apply_plan, compress_torch
 from autocompress.compression.plan import Plan
 from autocompress.device_profiles import resolve_target
 from autocompress.pipeline import Evaluator
-from autocompress.workloads import Quality, Workload
-
-
-class Block(nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x):
-        return x + torch.relu(self.conv(x))
-
-
-class TinyCNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(1, 8, 3, padding=1)
-        self.blocks = nn.Sequential(*[Block(8) for _ in range(4)])
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, image):
-        return self.fc(self.blocks(torch.relu(self.stem(image))).mean(dim=(2, 3)))
-
-
-class Layer(nn.Module):
-    """A post-norm transformer layer (single head) with a key mask."""
-
-    def __init__(self, d: int):
-        super().__init__()
-        self.qkv = nn.Linear(d, 3 * d)
-        self.o = nn.Linear(d, d)
-        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-
-    def forward(self, x, bias):
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        att = torch.softmax(q @ k.transpose(1, 2) / 4.0 + bias, dim=-1)
-        x = self.norm1(x + self.o(att @ v))
-        return self.norm2(x + self.ff(x))
-
-
-class TinyTransformer(nn.Module):
-    def __init__(self, embedding: bool):
-        super().__init__()
-        self.embed = nn.Embedding(50, 16)
-        self.layers = nn.ModuleList(Layer(16) for _ in range(4))
-        self.head = nn.Linear(16, 16 if embedding else 4)
-        self.embedding = embedding
-
-    def forward(self, input_ids, attention_mask):
-        mask = attention_mask.to(torch.float32)
-        bias = (1.0 - mask)[:, None, :] * -1e4
-        x = self.embed(input_ids)
-        for layer in self.layers:
-            x = layer(x, bias)
-        w = mask.unsqueeze(-1)
-        pooled = self.head((x * w).sum(1) / w.sum(1))
-        return F.normalize(pooled, dim=-1) if self.embedding else pooled
-
-
-def _batches(rng, n, make):
-    return [make(rng, 16) for _ in range(n)]
-
-
-def _images(rng, b):
-    return {"image": rng.standard_normal((b, 1, 6, 6)).astype(np.float32)}
-
-
-def _cnn_workload():
-    torch.manual_seed(0)
-    make = _images
-    rng = np.random.default_rng(0)
-    return Workload("tiny-cnn", ("image",), ("logits",), make(rng, 1), _batches(rng, 3, make),
-                    _batches(rng, 2, make), lambda outs: Quality(0.0, "none"),
-                    model=TinyCNN().eval(), dynamic_axes={"image": {0: "b"}, "logits": {0: "b"}})
-
-
-def _tokens(rng, b):
-    ids = rng.integers(1, 50, (b, 7)).astype(np.int64)
-    mask = np.ones((b, 7), np.int64)
-    mask[: b // 2, 5:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
-
-
-def _transformer_workload(embedding: bool):
-    torch.manual_seed(1)
-    rng = np.random.default_rng(1)
-    axes = {"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}, "out": {0: "b"}}
-    return Workload("tiny-tf", ("input_ids", "attention_mask"), ("out",), _tokens(rng, 1),
-                    _batches(rng, 3, _tokens), _batches(rng, 2, _tokens),
-                    lambda outs: Quality(0.0, "none"), model=TinyTransformer(embedding).eval(),
-                    dynamic_axes=axes, output_kind="embedding" if embedding else "logits")
+from tests.fixture_models import exit_cnn_workload, exit_transformer_workload
 
 
 def _build(workload, plan, tmp_path):
@@ -161,21 +70,21 @@ def _check_branches(workload, plan, tmp_path):
 
 
 def test_cnn_exit_branches_exactly(tmp_path):
-    _check_branches(_cnn_workload(), Plan({"blocks": {"exit_after": "blocks.1"}}), tmp_path)
+    _check_branches(exit_cnn_workload(), Plan({"blocks": {"exit_after": "blocks.1"}}), tmp_path)
 
 
 def test_transformer_classifier_exit_branches_exactly(tmp_path):
     plan = Plan({"layers": {"exit_after": "layers.2", "exit_threshold": 0.8}})
-    _check_branches(_transformer_workload(False), plan, tmp_path)
+    _check_branches(exit_transformer_workload(False), plan, tmp_path)
 
 
 def test_embedding_exit_uses_consecutive_exit_cosine(tmp_path):
     plan = Plan({"layers": {"exit_after": "layers.2"}})
-    _check_branches(_transformer_workload(True), plan, tmp_path)
+    _check_branches(exit_transformer_workload(True), plan, tmp_path)
 
 
 def test_rest_segment_is_inside_the_if_and_quantized(tmp_path):
-    workload = _cnn_workload()
+    workload = exit_cnn_workload()
     plan = Plan({"blocks": {"exit_after": "blocks.1"}, "blocks.3.conv": {"quant": "w8"},
                  "stem": {"quant": "w8"}})
     proto = onnx.load(apply_plan(plan, workload, tmp_path / "a.onnx").path)
@@ -191,7 +100,7 @@ def test_rest_segment_is_inside_the_if_and_quantized(tmp_path):
 
 
 def test_artifact_bytes_are_deterministic(tmp_path):
-    workload = _cnn_workload()
+    workload = exit_cnn_workload()
     plan = Plan({"blocks": {"exit_after": "blocks.2", "exit_threshold": 0.8}})
     a = apply_plan(plan, workload, tmp_path / "a.onnx")
     b = apply_plan(plan, workload, tmp_path / "b.onnx")
@@ -199,7 +108,7 @@ def test_artifact_bytes_are_deterministic(tmp_path):
 
 
 def test_exit_rate_and_expected_latency(tmp_path):
-    workload = _cnn_workload()
+    workload = exit_cnn_workload()
     plan = Plan({"blocks": {"exit_after": "blocks.1", "exit_threshold": 0.3}})
     metrics = Evaluator(workload, resolve_target("host"), artifact_root=tmp_path).evaluate(plan)
     session = ort_runner.make_session(tmp_path / f"{plan.digest()}.onnx")
@@ -221,7 +130,7 @@ def test_exit_rate_and_expected_latency(tmp_path):
 
 
 def test_predicted_latency_weights_both_paths(tmp_path):
-    workload = _cnn_workload()
+    workload = exit_cnn_workload()
     plan = Plan({"blocks": {"exit_after": "blocks.1"}})
     path = apply_plan(plan, workload, tmp_path / "a.onnx").path
     profile = resolve_target("jetson-nano")
@@ -240,7 +149,7 @@ def test_predicted_latency_weights_both_paths(tmp_path):
 
 
 def test_knobs_offered_where_the_model_splits_and_explained_where_not():
-    workload = _cnn_workload()
+    workload = exit_cnn_workload()
     args = [torch.from_numpy(workload.example["image"])]
     knobs, skips = early_exit.exit_knobs(workload.model, args)
     assert [(k.unit, k.name, k.choices) for k in knobs] == [
@@ -253,7 +162,7 @@ def test_knobs_offered_where_the_model_splits_and_explained_where_not():
 
 
 def test_static_calibration_composes_with_an_exit(tmp_path):
-    workload = _cnn_workload()
+    workload = exit_cnn_workload()
     plan = Plan({"": {"calibration": "minmax"}, "blocks": {"exit_after": "blocks.1"},
                  "stem": {"quant": "w8"}, "blocks.3.conv": {"quant": "w4"}})
     path = apply_plan(plan, workload, tmp_path / "a.onnx").path
@@ -269,7 +178,7 @@ def test_static_calibration_composes_with_an_exit(tmp_path):
         assert bool(flag) == (value < 0) and np.all(np.isfinite(out))
 
 
-@pytest.mark.parametrize("make", [lambda: _transformer_workload(False), _cnn_workload])
+@pytest.mark.parametrize("make", [lambda: exit_transformer_workload(False), exit_cnn_workload])
 def test_exit_with_random_other_knobs_loads_and_runs_both_paths(tmp_path, make):
     """An exit combined with any weight and structural knobs (one report once had a rest
     segment with clashing node names) is a valid model that runs down both branches."""

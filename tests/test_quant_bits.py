@@ -117,7 +117,7 @@ def test_calibration_methods_give_different_activation_ranges(tmp_path):
     """Percentile and entropy clip what min-max keeps: every activation range is at most
     min-max's, and each method gives its own set of ranges."""
     from autocompress.compression.weights.knobs import torch_weight_knobs, uniform_plan
-    from tests.test_compression import small_cnn_workload
+    from tests.fixture_models import small_cnn_workload
 
     workload = small_cnn_workload()
     knobs, _ = torch_weight_knobs(workload.model)
@@ -188,7 +188,7 @@ def test_conv_layers_take_every_technique(tmp_path):
     into QLinearConv; clusters and sparsity apply where offered."""
     from autocompress.compression.apply import compress_torch
     from autocompress.compression.weights.knobs import torch_weight_knobs, uniform_plan
-    from tests.test_compression import small_cnn_workload
+    from tests.fixture_models import small_cnn_workload
 
     workload = small_cnn_workload()
     knobs, _ = torch_weight_knobs(workload.model)

@@ -11,7 +11,7 @@ from autocompress.compression.initializers import match_initializers
 from autocompress.compression.plan import PRUNE_RATIO, RANK_RATIO, REPLACE, Plan
 from autocompress.compression.structural.replace import (Separable, fit_locally, record_inputs,
                                                          replace_knobs, substitute)
-from tests.test_decompose import conv_workload
+from tests.fixture_models import conv_workload
 from tests.tiny_transformer import make_tiny_transformer
 
 

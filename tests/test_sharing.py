@@ -11,7 +11,7 @@ from autocompress.compression.initializers import match_initializers
 from autocompress.compression.plan import DROP, QUANT, RANK_RATIO, SHARE, Plan
 from autocompress.compression.weights.quantize import to_opset
 from autocompress.compression.structural.sharing import share_knobs
-from tests.test_depth import residual_cnn_workload
+from tests.fixture_models import residual_cnn_workload
 from tests.tiny_transformer import make_tiny_transformer
 
 LAYER = 4 * (32 * 32 + 32) + 2 * (2 * 32) + (32 * 64 + 64) + (64 * 32 + 32)   # 8544

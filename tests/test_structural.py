@@ -11,8 +11,8 @@ from autocompress.compression.plan import (DECOMP, DISTILL_STEPS, DROP, EXIT_AFT
                                            REPLACE, SHARE, WHOLE_MODEL, Plan)
 from autocompress.compression.structural.precedence import resolve
 from autocompress.search.space import params_to_plan
-from tests.test_decompose import conv_workload
-from tests.test_depth import residual_cnn_workload
+from tests.fixture_models import conv_workload
+from tests.fixture_models import residual_cnn_workload
 from tests.tiny_transformer import make_tiny_transformer
 
 MINE = {DROP, SHARE, DECOMP, REPLACE, DISTILL_STEPS}

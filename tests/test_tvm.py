@@ -145,7 +145,7 @@ def _format_cases():
     """(name, workload factory, plan factory): one small model per format the search emits."""
     from autocompress.compression.weights.knobs import torch_weight_knobs, uniform_plan
     from tests.conv_workload import make_workload as conv
-    from tests.test_early_exit import _cnn_workload, _transformer_workload
+    from tests.fixture_models import exit_cnn_workload, exit_transformer_workload
     from tests.tiny_workload import make_workload as mlp
 
     def uniform(**knobs):
@@ -159,8 +159,8 @@ def _format_cases():
               ("conv-w4", conv, uniform(quant="w4")),
               ("conv-w8a8", conv, uniform(quant="w8a8")),          # ConvInteger
               ("conv-static-qdq", conv, uniform(quant="w8", calibration="minmax")),
-              ("exit-cnn", _cnn_workload, lambda w: Plan({"blocks": {"exit_after": "blocks.1"}})),
-              ("exit-transformer", lambda: _transformer_workload(True),
+              ("exit-cnn", exit_cnn_workload, lambda w: Plan({"blocks": {"exit_after": "blocks.1"}})),
+              ("exit-transformer", lambda: exit_transformer_workload(True),
                lambda w: Plan({"layers": {"exit_after": "layers.2"}}))]
     return cases
 

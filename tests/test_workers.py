@@ -27,7 +27,7 @@ from autocompress.search.queue import QueueDrained, QueuedStudy, fill
 from autocompress.search.study import mark_interrupted
 from autocompress.workers import threads_per_worker
 from tests.postgres import Running, bindir
-from tests.test_crash_resume import _until
+from tests.processes import until
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tests.tiny_workload:make_workload"
@@ -102,7 +102,7 @@ def _pause_mid_trial(study, pid: int, lock: Path | None = None, ready=lambda: Tr
                 return held[0].number + 1   # (+1: trial 0 is a number, not falsy)
             os.kill(pid, signal.SIGCONT)
         return None
-    return _until(paused, f"pid {pid} to hold a running trial") - 1
+    return until(paused, f"pid {pid} to hold a running trial") - 1
 
 
 def _locked(lock: Path) -> bool:
@@ -133,7 +133,7 @@ def _each_finishes_one(study, pids) -> None:
                     os.kill(pid, signal.SIGCONT)
         return all(_finished_by(study, pid) for pid in pids)
     try:
-        _until(done, f"each of {sorted(pids)} to finish a trial")
+        until(done, f"each of {sorted(pids)} to finish a trial")
     finally:
         for pid in paused:
             os.kill(pid, signal.SIGCONT)
@@ -179,7 +179,7 @@ def test_search_and_two_workers_share_a_postgres_study(postgres, tmp_path, patie
                      "--storage", url, "--out", str(tmp_path / "run")], tmp_path, "search", cache)
     procs = [search]
     try:
-        study = _until(lambda: _open(url), "the search to create its study")
+        study = until(lambda: _open(url), "the search to create its study")
         held = _pause_mid_trial(study, search.pid)
         # what a resumed search does first: the paused (live) process's trial stays running
         assert mark_interrupted(study) == 0
@@ -223,9 +223,9 @@ def test_local_workers_share_a_journal_and_a_killed_workers_trial_runs_again(
     procs = [search]
     url, lock = st.journal_url(run / "study.journal"), run / "study.journal.flock"
     try:
-        study = _until(lambda: _open(url), "the search to create its study")
+        study = until(lambda: _open(url), "the search to create its study")
         _pause_mid_trial(study, search.pid, lock)
-        child = _until(lambda: next((_pid(t) for t in study.get_trials(deepcopy=False)
+        child = until(lambda: next((_pid(t) for t in study.get_trials(deepcopy=False)
                                      if _pid(t) not in (None, search.pid)), None),
                        "the local worker to take a trial")
         killed = _pause_mid_trial(study, child, lock, ready=lambda: _finished_by(study, child))
