@@ -67,3 +67,13 @@ def test_targets_lists_every_profile(capsys):
     assert code == 0
     for name in ("host", "jetson-nano", "jetson-orin-nano", "raspberry-pi-4", "raspberry-pi-5"):
         assert name in out
+
+
+def test_unknown_second_target_is_one_line_exit_2(tmp_path, capsys):
+    from autocompress.cli import main
+
+    code = main(["search", "--model", "tests.tiny_workload:make_workload", "--target", "host,mars-rover", "--trials", "2",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "mars-rover" in err[0]
+    assert not (tmp_path / "run").exists()

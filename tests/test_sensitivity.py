@@ -1,8 +1,17 @@
-"""sensitivity.py: the bytes a weight format saves are the bytes its artifact saves."""
+"""sensitivity.py: each choice measured alone (two routes that agree) and cached, gentler
+choices bounded by a free harsher one, and the bytes a weight format saves are the bytes its
+artifact saves."""
 from __future__ import annotations
 
+import json
+
+import numpy as np
+import pytest
+
+from autocompress import api, sensitivity
 from autocompress.api import discover_knobs
 from autocompress.compression.apply import apply_plan
+from autocompress.compression.knobs import Knob
 from autocompress.compression.plan import Plan
 from autocompress.compression.registry import WEIGHT_KNOBS
 from autocompress.sensitivity import _Probe
@@ -26,3 +35,69 @@ def test_weight_format_savings_are_the_artifacts_within_a_few_bytes(tmp_path):
             assert abs(estimated - real) <= max(64, 0.02 * abs(real)), (knob.key, choice)
             checked += 1
     assert checked >= 20
+
+
+TINY = "tests.tiny_workload:make_workload"
+
+
+def test_sensitivity_measures_each_choice_alone_and_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path))
+    workload = api.load_workload(TINY)
+    knobs = api.discover_knobs(workload)
+    result = sensitivity.analyse(workload, knobs)
+    measured = [k for k in knobs if sensitivity.measurable(k)]
+    assert {k.key for k in measured} <= set(result.drops)
+    assert result.drop(measured[0], measured[0].choices[0]) == 0.0
+    fc1_w2 = next(k for k in knobs if k.key == "fc1:quant")
+    assert result.drop(fc1_w2, "w16") == pytest.approx(0.0, abs=0.01)
+    prune = next(k for k in knobs if k.name == "prune_ratio")
+    assert result.drop(prune, 0.75) > result.drop(prune, 0.25) - 0.01
+    # 24 of 32 bits per weight, less what w8 stores beside the codes: one fp32 scale per
+    # output column (128) and its DequantizeLinear node (measured, not counted from bits)
+    saved = result.saved_bytes(fc1_w2, "w8")
+    assert 64 * 128 * 3 - 128 * 4 - 160 <= saved <= 64 * 128 * 3 - 128 * 4
+    # every weight format timed model-wide against float
+    formats = {f"{k.name}:{sensitivity.choice_key(c)}" for k in knobs
+               if sensitivity.probe(k) == "weights" for c in k.choices[1:]}
+    assert set(result.format_latency) == formats
+    assert all(0 < r < 100 for r in result.format_latency.values())
+    assert result.latency_ratio(fc1_w2, "w8a8") == result.format_latency['quant:"w8a8"']
+    # the same model again: read from the cache, not measured again
+    files = list((tmp_path / "sensitivity").glob("*.json"))
+    assert len(files) == 1
+    stored = json.loads(files[0].read_text())
+    stored["base_quality"] = -1.0          # marker: proves the next call reads the file
+    files[0].write_text(json.dumps(stored))
+    assert sensitivity.analyse(workload, knobs).base_quality == -1.0
+
+
+def test_agreement_with_the_uncompressed_outputs():
+    ref = [np.array([[1.0, 0.0], [0.0, 1.0]])]
+    same = sensitivity._agreement("embedding", ref, ref)
+    assert same == pytest.approx(1.0)
+    assert sensitivity._agreement("embedding", [np.array([[1.0, 1.0], [0.0, 1.0]])], ref) == \
+        pytest.approx((np.sqrt(0.5) + 1) / 2)
+    assert sensitivity._agreement("logits", [np.array([[0.0, 1.0], [0.0, 1.0]])], ref) == 0.5
+
+
+def test_sensitivity_routes_agree_torch_weights_equal_the_stored_ones():
+    """The torch route (weights replaced by what the artifact stores, w8a8 inputs quantized
+    like DynamicQuantizeLinear) gives the quality ONNX Runtime gives on the real graph."""
+    workload = api.load_workload(TINY)
+    knobs = {k.key: k for k in api.discover_knobs(workload)}
+    probe = sensitivity._Probe(workload)
+    for key, choice in (("fc1:quant", "w2"), ("fc1:quant", "w8a8"), ("fc2:sparsity", 0.9),
+                        ("fc2:clusters", 16)):
+        probe.use_onnx = True
+        onnx_quality = probe.quality(knobs[key], choice)[0]
+        probe.use_onnx = False
+        torch_quality = probe.quality(knobs[key], choice)[0]
+        assert torch_quality == pytest.approx(onnx_quality, abs=0.006), (key, choice)
+    assert probe.quality(knobs["fc1:quant"], "w2")[0] < probe.base_quality
+
+
+def test_gentler_choices_are_bounded_by_a_free_harsher_one():
+    quant = Knob("a", "quant", ("float", "w8", "w4", "w8a8", "w16", "w3", "w2"), "quantization")
+    assert sensitivity.harshest_first(quant) == [["w2", "w3", "w4", "w8", "w16"], ["w8a8"]]
+    prune = Knob("a", "prune_ratio", (0.0, 0.25, 0.5, 0.75), "pruning")
+    assert sensitivity.harshest_first(prune) == [[0.75, 0.5, 0.25]]
