@@ -49,7 +49,8 @@ def _exit(workload):
 
 
 FORMAT_PLANS = {
-    **{q: _uniform(quant=q) for q in ("float", "w16", "w8", "w4", "w3", "w2", "w8a8", "w8a8c")},
+    **{q: _uniform(quant=q) for q in ("float", "w16", "w8", "w4", "w3", "w2", "w8a8", "w8a8c",
+                                      "w8a8cf")},
     "palette": _uniform(clusters=16), "sparse": _uniform(sparsity=0.75),
     "sparse-w4": _uniform(sparsity=0.75, quant="w4"),
     "static-qdq": _uniform(quant="w8", calibration="minmax"),
@@ -59,15 +60,15 @@ FORMAT_PLANS = {
 def small_format_cases() -> list[tuple]:
     """(format, model name, workload factory, plan factory): one small model per format."""
     from tests.conv_workload import make_workload as conv
-    from tests.test_early_exit import _cnn_workload, _transformer_workload
+    from tests.fixture_models import exit_cnn_workload, exit_transformer_workload
     from tests.tiny_workload import make_workload as mlp
 
     cases = [(name, "tiny MLP", mlp, plan) for name, plan in FORMAT_PLANS.items()]
     cases += [("conv-w4", "conv net", conv, _uniform(quant="w4")),
               ("conv-w8a8 (ConvInteger)", "conv net", conv, _uniform(quant="w8a8")),
               ("conv-static-qdq", "conv net", conv, _uniform(quant="w8", calibration="minmax")),
-              ("early exit (If)", "tiny CNN", _cnn_workload, _exit),
-              ("early exit (If)", "tiny transformer", lambda: _transformer_workload(True),
+              ("early exit (If)", "tiny CNN", exit_cnn_workload, _exit),
+              ("early exit (If)", "tiny transformer", lambda: exit_transformer_workload(True),
                _exit)]
     return cases
 
