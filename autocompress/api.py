@@ -283,7 +283,7 @@ def failure_log(run_dir: Path) -> Callable:
         if trial.state != TrialState.FAIL:
             return
         attrs = trial.user_attrs
-        with open(run_dir / "search.log", "a") as out:
+        with open(run_dir / "search.log", "a", encoding="utf-8") as out:
             out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} trial {trial.number} failed: "
                       f"{attrs.get('fail_reason', 'unknown')}\n  plan: "
                       f"{json.dumps(attrs.get('plan'))}\n{attrs.get('traceback', '')}\n")

@@ -231,7 +231,7 @@ def write_runner(out_dir: Path, model: Path, workload) -> dict[str, Path]:
     files = {"runner": out_dir / "run_model.py", "io_names": out_dir / "io_names.json",
              "example_inputs": out_dir / "example_inputs.npz",
              "expected_outputs": out_dir / "expected_outputs.npz"}
-    files["runner"].write_text(RUNNER)
+    files["runner"].write_text(RUNNER, encoding="utf-8")
     files["io_names"].write_text(json.dumps({"inputs": inputs, "outputs": outputs}, indent=2))
     np.savez(files["example_inputs"], **{f"input_{i}": feed[n] for i, n in enumerate(inputs)})
     np.savez(files["expected_outputs"], **{f"output_{i}": r for i, r in enumerate(result)})
@@ -314,5 +314,5 @@ def compile_tvm(model: Path, profile, workload, out_dir: Path) -> tuple[Path, di
                               f"for {profile.name}")
         record["check"] = (f"cross-compiled ({record['machine']}): not runnable here; "
                            "run_model_tvm.py checks the outputs on the board")
-    (out_dir / "run_model_tvm.py").write_text(TVM_RUNNER)
+    (out_dir / "run_model_tvm.py").write_text(TVM_RUNNER, encoding="utf-8")
     return compiled.path, record

@@ -104,6 +104,6 @@ def test_failed_trials_are_one_line_each_with_details_in_the_run_folder(tmp_path
     failures = document["study"]["failures"]
     assert [f["id"] for f in failures] == [0, 1]
     assert all("Traceback" in f["traceback"] for f in failures)
-    log = (run / "search.log").read_text()
+    log = (run / "search.log").read_text(encoding="utf-8")
     assert log.count(" failed: TrialTimeout") == 2 and log.count("Traceback") == 2
     assert '"units"' in log, "the failed plan is in the log"

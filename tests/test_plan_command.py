@@ -107,7 +107,7 @@ def test_a_latency_limit_splits_fast_and_slow_boards_without_new_evaluations(pla
 
 def test_report_of_a_plan_run_has_the_target_table(planned):
     result, _, _, _ = planned
-    page = write_report(result.run_dir).html.read_text()
+    page = write_report(result.run_dir).html.read_text(encoding="utf-8")
     assert "Deployment plan across targets" in page
     fits = [r["target"] for r in result.rows if r["best"]]
     assert ("Within these constraints the model fits " + fits[0]) in page
@@ -126,7 +126,7 @@ def test_cli_plan_with_no_feasible_target_prints_the_table_and_one_error(capsys,
                    f"run folder: {tmp_path / 'run'})"]
     row = json.loads((tmp_path / "run" / "plan.json").read_text())["targets"][0]
     assert "size <= 1.0 kB" in row["reason"]
-    page = write_report(tmp_path / "run").html.read_text()   # an empty front still reports
+    page = write_report(tmp_path / "run").html.read_text(encoding="utf-8")   # an empty front still reports
     assert "No feasible point" in page and "No target meets these constraints." in page
 
 

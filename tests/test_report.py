@@ -79,7 +79,7 @@ def test_pngs_exist_and_are_not_trivial(report):
 
 
 def test_report_is_self_contained_with_a_badge_on_every_number(run, report):
-    page = report.html.read_text()
+    page = report.html.read_text(encoding="utf-8")
     document = json.loads((run / "pareto.json").read_text())
     assert "<script" not in page.lower() and "<link" not in page.lower()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "no network"
@@ -105,7 +105,7 @@ def test_report_without_the_study_shows_the_front_and_says_why(run, tmp_path):
     document = json.loads((run / "pareto.json").read_text())
     document["study"]["storage"] = f"sqlite:///{tmp_path / 'gone' / 'study.db'}"
     (moved / "pareto.json").write_text(json.dumps(document))
-    page = write_report(moved).html.read_text()
+    page = write_report(moved).html.read_text(encoding="utf-8")
     assert "study storage not found: only the front is shown" in page
     assert page.count('<td class="name">uncompressed</td>') == 1
     for p in document["front"]:
@@ -113,7 +113,7 @@ def test_report_without_the_study_shows_the_front_and_says_why(run, tmp_path):
 
 
 def test_markdown_summary(run, report):
-    text = report.markdown.read_text()
+    text = report.markdown.read_text(encoding="utf-8")
     document = json.loads((run / "pareto.json").read_text())
     for p in document["front"]:
         assert re.search(rf"^\| {p['id']} \| {p['quality']:.4f} \|", text, re.M)
@@ -147,7 +147,7 @@ def test_hostile_layer_names_are_escaped(tmp_path):
     out = tmp_path / "run"
     api.search(api.SearchConfig(model=str(model), target="host", trials=3, out=str(out)))
     files = write_report(out)
-    page = files.html.read_text()
+    page = files.html.read_text(encoding="utf-8")
     assert "<script" not in page and "<img" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=&quot;console.error(&#x27;xss&#x27;)&quot;&gt;&#x27;&amp;$\\frac$" in page
@@ -203,10 +203,10 @@ def test_a_too_tight_budget_is_said_first_in_both_reports(run, tmp_path):
     moved.mkdir()
     (moved / "pareto.json").write_text(json.dumps(document))
     files = write_report(moved)
-    lines = [line for line in files.markdown.read_text().splitlines() if line.strip()]
+    lines = [line for line in files.markdown.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert lines[1] == f"**{record['message']}**"
     assert "50.0% of the uncompressed quality" in lines[1] and "52.0 kB" in lines[1]
-    page = files.html.read_text()
+    page = files.html.read_text(encoding="utf-8")
     warn = page.index('<p class="warn">')
     assert warn < page.index("<h2>Recommendation</h2>")
     assert "no candidate kept 95%" in page[warn:page.index("</p>", warn)]

@@ -219,7 +219,7 @@ def test_search_on_a_constant_weight_model_finds_smaller_points(tmp_path, capsys
     assert "Quality was measured on synthetic inputs" in " ".join(capsys.readouterr().out.split())
     assert main(["report", str(run)]) == 0
     for name in ("report.md", "report.html"):
-        assert "Quality was measured on synthetic inputs" in (run / "report" / name).read_text()
+        assert "Quality was measured on synthetic inputs" in (run / "report" / name).read_text(encoding="utf-8")
     doc = json.loads((run / "pareto.json").read_text())
     assert doc["workload"]["synthetic_inputs"] is True
     assert "synthetic" in doc["workload"]["inputs"]

@@ -123,7 +123,7 @@ def load_profile(path: Path | str) -> DeviceProfile:
     """Load a user's profile file."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such profile file") from None
     except (OSError, json.JSONDecodeError) as err:

@@ -45,12 +45,12 @@ def prepared_path(path: Path) -> tuple[Path, list[str]]:
     out = folder / f"{digest}-v{VERSION}.onnx"
     notes_file = out.with_suffix(".notes")
     if out.is_file() and notes_file.is_file():
-        return out, notes_file.read_text().splitlines()
+        return out, notes_file.read_text(encoding="utf-8").splitlines()
     model, notes = prepare(path)
     tmp = out.with_suffix(f".tmp{os.getpid()}")
     onnx.save(model, str(tmp))
     os.replace(tmp, out)
-    notes_file.write_text("\n".join(notes))
+    notes_file.write_text("\n".join(notes), encoding="utf-8")
     return out, notes
 
 
