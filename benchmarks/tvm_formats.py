@@ -171,6 +171,9 @@ def render(rows: list[dict], meta: dict) -> str:
 
     carried = [t for t in TARGETS if t not in meta["targets"]]
     note = (f"; {', '.join(carried)}: carried over from the previous run" if carried else "")
+    if meta.get("carried_models"):
+        note += (f"; every {', '.join(meta['carried_models'])} row carried over from the previous "
+                 "run (not rerun)")
     lines = [HEADER.format(carried=note, sentences=meta["minilm_sentences"], exact=EXACT_TOLERANCE,
                            quality=QUALITY_TOLERANCE),
              "| format | model | " + " | ".join(TARGETS)
@@ -219,6 +222,16 @@ def _carry_over(rows: list[dict], targets) -> None:
                 row["targets"][target] = before[target]
 
 
+def _carry_rows(rows: list[dict], models: list[str]) -> None:
+    """Whole rows of models not run now (``--skip-minilm``), from the previous results file,
+    so a partial rerun does not drop them from the table."""
+    path = ROOT / "results" / "tvm_formats.json"
+    if not models or not path.exists():
+        return
+    old = json.loads(path.read_text())
+    rows += [r for r in (old["rows"] if isinstance(old, dict) else old) if r["model"] in models]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--targets", default=",".join(TARGETS),
@@ -246,8 +259,10 @@ def main() -> None:
             "ok" if r["targets"][t]["compiles"] else "NO" for t in targets)
             + f" host {r.get('host_check')}", flush=True)
     _carry_over(rows, targets)
+    carried_models = ["minilm"] if args.skip_minilm else []
+    _carry_rows(rows, carried_models)
     meta = {"targets": targets, "minilm_sentences": args.minilm_sentences,
-            "forced_inputs": args.forced_inputs}
+            "forced_inputs": args.forced_inputs, "carried_models": carried_models}
     (ROOT / "results" / "tvm_formats.json").write_text(
         json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     (ROOT / "docs" / "tvm_formats.md").write_text(render(rows, meta))
