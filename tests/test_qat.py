@@ -18,6 +18,7 @@ from autocompress.compression.weights import fake_quant
 from autocompress.compression.apply import apply_plan, compress_torch
 from autocompress.compression.plan import Plan
 from autocompress.compression.qat import QATConfig, apply_qat, finetune
+from autocompress.compression.weights.onnx_graph import producing_nodes
 from autocompress.compression.weights.storage import WeightPlan
 from autocompress.compression.weights.quantize import to_opset
 from autocompress.workloads import Quality, Workload
@@ -46,17 +47,11 @@ def _artifact_weight(proto: onnx.ModelProto, name: str) -> np.ndarray:
             inits[name + "_scale"].shape[1] == 1 and inits[name + "_q"].ndim == 2 and \
             not any(n.output[0] == name for n in proto.graph.node):   # gathered int8 rows
         return inits[name + "_q"].astype(np.float32) * inits[name + "_scale"]
-    producers = {o: n for n in proto.graph.node for o in n.output}
-    if name not in producers:       # compact_graph renamed the rebuilt weight: follow its codes
-        name = _rebuilt(proto, name)
-    needed, stack = [], [name]
-    while stack:
-        node = producers.get(stack.pop())
-        if node is not None and node not in needed:
-            needed.append(node)
-            stack.extend(node.input)
+    if not producing_nodes(proto.graph, name):   # compact_graph renamed the rebuilt weight:
+        name = _rebuilt(proto, name)              # follow its codes
+    needed = producing_nodes(proto.graph, name)
     assert needed, f"{name} is not rebuilt in the artifact (not quantized?)"
-    graph = helper.make_graph([n for n in proto.graph.node if n in needed], "w", [],
+    graph = helper.make_graph(needed, "w", [],
                               [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)],
                               list(proto.graph.initializer))
     model = helper.make_model(graph, opset_imports=list(proto.opset_import))

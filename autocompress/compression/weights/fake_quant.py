@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL, Plan
+from .onnx_graph import producing_nodes
 from .quantize import INT4_BLOCK, OPSET
 from .sparsity import magnitude_prune
 from .storage import (DYNAMIC_INT8, DYNAMIC_MODES, INT_BITS, NO_CALIBRATION, WeightPlan,
@@ -222,16 +223,9 @@ def _evaluate(model: onnx.ModelProto, output: str, feeds: dict) -> np.ndarray:
     from onnx.reference import ReferenceEvaluator
 
     graph = model.graph
-    producers = {o: n for n in graph.node for o in n.output}
-    if output not in producers:
+    nodes = producing_nodes(graph, output)
+    if not nodes:
         return numpy_helper.to_array(next(i for i in graph.initializer if i.name == output))
-    needed, stack = [], [output]
-    while stack:
-        node = producers.get(stack.pop())
-        if node is not None and node not in needed:
-            needed.append(node)
-            stack.extend(node.input)
-    nodes = [n for n in graph.node if n in needed]
     inputs = [i for i in graph.input if i.name in feeds]
     sub = helper.make_graph(nodes, "rebuild", inputs,
                             [helper.make_tensor_value_info(output, TensorProto.UNDEFINED, None)],

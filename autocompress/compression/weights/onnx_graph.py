@@ -39,6 +39,20 @@ def walk(graph: onnx.GraphProto, inner: bool = False) -> Iterator[tuple[onnx.Nod
             yield from walk(graph_, True)
 
 
+def producing_nodes(graph: onnx.GraphProto, output: str) -> list[onnx.NodeProto]:
+    """The main-graph nodes ``output`` is computed by, in graph order (none: an initializer or
+    a graph input)."""
+    nodes = list(graph.node)
+    producer = {o: i for i, node in enumerate(nodes) for o in node.output}
+    needed, stack = set(), [output]
+    while stack:
+        index = producer.get(stack.pop())
+        if index is not None and index not in needed:
+            needed.add(index)
+            stack.extend(nodes[index].input)
+    return [nodes[i] for i in sorted(needed)]
+
+
 def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     out = []
     for attr in node.attribute:
