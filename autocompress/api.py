@@ -539,15 +539,12 @@ def _infeasible_reason(study, budget: Budget) -> str:
 def join(storage: str, study_name: str, threads: int | None = None, seed: int | None = None,
          callbacks=()) -> int:
     """``autocompress worker``: run queued trials of a running study; returns how many."""
-    import os
-
     import torch
 
     from .search.storage import StorageError, load_study, redact
     from .search.study import make_sampler
 
-    if os.environ.get(crash_note.PARENT_ENV):
-        crash_note.end_with_parent(int(os.environ[crash_note.PARENT_ENV]))
+    crash_note.follow_parent()
     study = load_study(storage, study_name)
     crash_note.tell(storage=storage, study=study_name)
     attrs = study.user_attrs

@@ -490,9 +490,8 @@ def _add_worker_command(commands) -> None:
 
 
 def _worker(args, console: Console) -> int:
-    from .api import RunError
+    from .api import RunError, join
     from .search.storage import redact
-    from .api import join
 
     if not args.storage:
         raise RunError("worker needs --storage URL (or $AUTOCOMPRESS_STORAGE)")

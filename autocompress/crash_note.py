@@ -15,7 +15,7 @@ import time
 SUPERVISOR_ENV = "AUTOCOMPRESS_SUPERVISOR_PID"   # set in the child: whom it ends with
 NOTE_ENV = "AUTOCOMPRESS_SUPERVISOR_NOTE"         # set in the child: the descriptor of its note
 OFF_ENV = "AUTOCOMPRESS_UNSUPERVISED"             # "1": the command line runs in its own process
-PARENT_ENV = "AUTOCOMPRESS_PARENT_PID"  # a local worker ends when this process does
+PARENT_ENV = "AUTOCOMPRESS_PARENT_PID"            # a local worker ends when this process does
 
 
 _ADOPTED: dict = {}   # the child's supervisor and note file, out of its environment
@@ -77,3 +77,10 @@ def end_with_parent(parent: int, poll_s: float = 0.5) -> None:
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGKILL)
     threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
+def follow_parent() -> None:
+    """A local worker (``PARENT_ENV`` set by the search that started it): end with that
+    search. Nothing otherwise."""
+    if os.environ.get(PARENT_ENV):
+        end_with_parent(int(os.environ[PARENT_ENV]))

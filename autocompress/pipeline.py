@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 from .backends import ort_runner
-from .compression import fidelity
-from .compression import registry
+from .compression import fidelity, registry
 from .cost_models import exit_runtime
 from .trial_record import TrialMetrics
 from .compression.apply import apply_plan

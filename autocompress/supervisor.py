@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .crash_note import (NOTE_ENV, OFF_ENV, PARENT_ENV, SUPERVISOR_ENV, end_with_parent,
+from .crash_note import (NOTE_ENV, OFF_ENV, PARENT_ENV, SUPERVISOR_ENV, follow_parent,
                          read_note, supervised, write_note)
 
 CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
@@ -49,8 +49,7 @@ def wanted(command: str) -> bool:
 def run(argv: list[str]) -> int:
     """The parent: run ``autocompress <argv>`` in a child until it ends without a crash in
     a trial; returns its exit status."""
-    if os.environ.get(PARENT_ENV):       # a local worker's parent: end with its search too
-        end_with_parent(int(os.environ[PARENT_ENV]))
+    follow_parent()   # a local worker's parent: end with its search too
     note = tempfile.TemporaryFile(prefix="autocompress-note-")   # nameless
     passed: list[int] = []
     child: list[subprocess.Popen] = []

@@ -16,6 +16,16 @@ from torch import nn
 from autocompress.workloads import Quality, Workload
 
 
+def _image_workload(name: str, model: nn.Module, rows: int, side: int) -> Workload:
+    """One seeded batch of 1-channel ``side`` x ``side`` images, for calibration and
+    evaluation alike; quality is not scored (these models test mechanics)."""
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.standard_normal((rows, 1, side, side)).astype(np.float32)}
+    return Workload(name, ("image",), ("logits",), {"image": batch["image"][:1]}, [batch], [batch],
+                    lambda outs: Quality(0.0, "none"), model=model,
+                    dynamic_axes={"image": {0: "b"}, "logits": {0: "b"}})
+
+
 class BottleneckBlock(nn.Module):
     def __init__(self, c):
         super().__init__()
@@ -29,13 +39,10 @@ class BottleneckBlock(nn.Module):
 
 def small_cnn_workload() -> Workload:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), BottleneckBlock(16), BottleneckBlock(16),
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+                          BottleneckBlock(16), BottleneckBlock(16),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
-    rng = np.random.default_rng(0)
-    batch = {"image": rng.standard_normal((8, 1, 16, 16)).astype(np.float32)}
-    return Workload("cnn", ("image",), ("logits",), {"image": batch["image"][:1]}, [batch],
-                    [batch], lambda outs: Quality(0.0, "none"), model=model,
-                    dynamic_axes={"image": {0: "b"}, "logits": {0: "b"}})
+    return _image_workload("cnn", model, rows=8, side=16)
 
 
 def conv_workload() -> Workload:
@@ -43,11 +50,7 @@ def conv_workload() -> Workload:
     model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
                           nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
-    rng = np.random.default_rng(0)
-    batch = {"image": rng.standard_normal((4, 1, 10, 10)).astype(np.float32)}
-    return Workload("conv", ("image",), ("logits",), {"image": batch["image"][:1]}, [batch], [batch],
-                    lambda outs: Quality(0.0, "none"), model=model,
-                    dynamic_axes={"image": {0: "b"}, "logits": {0: "b"}})
+    return _image_workload("conv", model, rows=4, side=10)
 
 
 class Residual(nn.Module):
@@ -74,11 +77,7 @@ def residual_cnn_workload() -> Workload:
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1),
                           nn.Sequential(Residual(8), Down(8, 16), Residual(16)),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
-    rng = np.random.default_rng(0)
-    batch = {"image": rng.standard_normal((8, 1, 12, 12)).astype(np.float32)}
-    return Workload("res", ("image",), ("logits",), {"image": batch["image"][:1]}, [batch], [batch],
-                    lambda outs: Quality(0.0, "none"), model=model,
-                    dynamic_axes={"image": {0: "b"}, "logits": {0: "b"}})
+    return _image_workload("res", model, rows=8, side=12)
 
 
 def seeded_batches(rng, n, make):

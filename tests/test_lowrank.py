@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from autocompress.compression.structural.lowrank import (LowRank, factor_rank, factor_saves,
-                                                         factorize, offer, saves_parameters)
+                                                         factorize, rank_knobs, saves_parameters)
 
 
 def test_ranks_snap_up_to_multiples_of_eight_within_the_full_rank():
@@ -44,7 +44,7 @@ def test_a_factorised_embedding_returns_the_truncated_rows():
 
 def test_only_ranks_that_save_parameters_are_offered():
     model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 8), nn.Embedding(1000, 16))
-    knobs = {k.unit: k.choices for k in offer(model)[0]}
+    knobs = {k.unit: k.choices for k in rank_knobs(model)[0]}
     assert knobs["0"] == (1.0, 0.25, 0.125)   # 64x64 at rank 32: 32 * 128 weights, no fewer
     assert "1" not in knobs                                 # 8 outputs: under MIN_FACTOR_DIM
     assert knobs["2"][0] == 1.0 and all(saves_parameters(model[2], factor_rank(16, r))

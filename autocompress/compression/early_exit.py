@@ -428,7 +428,7 @@ def _renamed(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> onnx.GraphP
 TECHNIQUE = "early exit"
 
 
-def exit_knobs(model: nn.Module, example_args) -> tuple[list, list]:
+def exit_knobs(model: nn.Module, example_args, input_names=()) -> tuple[list, list]:
     """(knobs, skips): where an exit may go and its threshold, or why early exit is not offered."""
     from .records import Knob, Skip
 
@@ -447,7 +447,3 @@ def exit_knobs(model: nn.Module, example_args) -> tuple[list, list]:
     thresholds = AGREEMENT_THRESHOLDS if unit_norm else CONFIDENCE_THRESHOLDS
     return [Knob(container, EXIT_AFTER, (NO_EXIT, *blocks), TECHNIQUE),
             Knob(container, EXIT_THRESHOLD, thresholds, TECHNIQUE)], []
-
-
-def offer(model: nn.Module, example_args, input_names=()):
-    return exit_knobs(model, example_args)

@@ -11,21 +11,26 @@ from . import registry
 from .records import Knob, Skip  # noqa: F401 (re-exported)
 
 
-def torch_knobs(model, example_args: Sequence, input_names: Sequence[str] = ()) -> list[Knob]:
-    """Every registered technique's knobs for a torch model, in the registry's order
-    (vocabulary pruning only where ``input_names`` say which embedding an input feeds)."""
+def offered(model, example_args: Sequence,
+            input_names: Sequence[str] = ()) -> tuple[list[Knob], list[Skip]]:
+    """Every registered technique's offer on a torch model, in the registry's order: its
+    knobs, and where it does not apply and why (vocabulary pruning only where
+    ``input_names`` say which embedding an input feeds)."""
     knobs: list[Knob] = []
+    skips: list[Skip] = []
     for offer in registry.offers():
-        knobs += offer(model, example_args, input_names)[0]
-    return knobs
+        found, missed = offer(model, example_args, input_names)
+        knobs += found
+        skips += missed
+    return knobs, skips
+
+
+def torch_knobs(model, example_args: Sequence, input_names: Sequence[str] = ()) -> list[Knob]:
+    return offered(model, example_args, input_names)[0]
 
 
 def skipped_knobs(model, example_args: Sequence, input_names: Sequence[str] = ()) -> list[Skip]:
-    """Where the registered techniques do not apply to a torch model, and why."""
-    skips: list[Skip] = []
-    for offer in registry.offers():
-        skips += offer(model, example_args, input_names)[1]
-    return skips
+    return offered(model, example_args, input_names)[1]
 
 
 def onnx_knobs(weights: Mapping[str, tuple[str, tuple]]) -> list[Knob]:

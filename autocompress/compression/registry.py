@@ -3,12 +3,13 @@
 One :class:`Technique` line per technique; every list the rest of the package needs (which
 knobs are weight-storage knobs, which train, which shrink, report titles, the "as is"
 values, the techniques table, the torch stage's order) is derived from here. Callables
-are named as ``"module:function"`` (``.structural.pruning:offer``: relative to compression/)
-and imported when first used,
-so this module sits at the bottom and imports no technique.
+are named as ``"module:function"`` (``.structural.pruning:prune_knobs``: relative to
+compression/) and imported when first used, so this module sits at the bottom and imports
+no technique.
 
-Adding a torch-stage technique: one module with ``offer(model, example_args, input_names)
--> (knobs, skips)`` and ``apply(stage: TorchStage)``, one :class:`Technique` line in
+Adding a torch-stage technique: one module with a knob-offering function
+``(model, example_args, input_names) -> (knobs, skips)`` (``pruning.prune_knobs``,
+``depth.drop_knobs``, ...) and ``apply(stage: TorchStage)``, one :class:`Technique` line in
 :data:`TECHNIQUES`, and its name in :data:`TORCH_STAGE` where it must run (see
 ARCHITECTURE.md; ``tests/test_registry.py`` adds one this way).
 """
@@ -94,22 +95,22 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("structured pruning", "attention heads, FFN neurons, CNN/MLP channel groups "
               "(Torch-Pruning dependency graph)", (PRUNE,), f"{P.PRUNE_RATIO}: 0 | .25 | .5 | .75",
               "compression/structural/pruning.py", ("structured pruning",),
-              ".structural.pruning:offer", ".structural.pruning:apply"),
+              ".structural.pruning:prune_knobs", ".structural.pruning:apply"),
     Technique("vocabulary pruning", "Embedding fed by a model input (token ids)", (VOCAB,),
               f"{P.VOCAB}: full | corpus (rows the calibration corpus uses)",
               "compression/structural/vocab.py", ("vocabulary pruning",),
-              ".structural.vocab:offer", ".structural.vocab:apply"),
+              ".structural.vocab:vocab_knobs", ".structural.vocab:apply"),
     Technique("low-rank factorization", "Linear, Conv (groups=1), large Embedding", (RANK,),
               f"{P.RANK_RATIO}: 1 | .5 | .25 | .125 (| .0625 embeddings), only ranks that save",
               "compression/structural/lowrank.py", ("low-rank factorization",),
-              ".structural.lowrank:offer",
+              ".structural.lowrank:rank_knobs",
               ".structural.lowrank:apply"),
     Technique("post-training quantization", "Linear, Conv, Embedding", (QUANT, CALIBRATION),
               f"{P.QUANT}: float | w16 | w8 | w4 | w3 | w2 | w8a8 | w8a8c | w8a8cf (MatMul); "
               f"{P.CALIBRATION} (model): none | minmax | percentile | entropy",
               "compression/weights/storage.py, quantize.py, calibration.py",
               ("quantization", "2/3-bit quantization", "static int8 activations",
-               "int8 kernels"), ".weights.knobs:offer"),
+               "int8 kernels"), ".weights.knobs:torch_weight_knobs"),
     Technique("unstructured pruning", "Linear, Conv (>= 1024 weights, not grouped)", (SPARSITY,),
               f"{P.SPARSITY}: 0 | .5 | .75 | .9 (magnitude; stored values + 1-bit mask)",
               "compression/weights/sparsity.py, packing.py", ("sparsity", "magnitude sparsity")),
@@ -118,29 +119,29 @@ TECHNIQUES: tuple[Technique, ...] = (
               "compression/weights/clustering.py, packing.py", ("weight clustering", "clustering")),
     Technique("depth pruning", "shape-preserving blocks (transformer layers, residual blocks)",
               (DROP,), f"{P.DROP}: false | true", "compression/structural/depth.py",
-              ("depth pruning",), ".structural.depth:offer", ".structural.depth:apply"),
+              ("depth pruning",), ".structural.depth:drop_knobs", ".structural.depth:apply"),
     Technique("cross-layer sharing", "block N reusing block N-1's weights (same structure)",
               (SHARE,), f"{P.SHARE}: false | true", "compression/structural/sharing.py",
               ("parameter sharing", "cross-layer sharing"),
-              ".structural.sharing:offer", ".structural.sharing:apply"),
+              ".structural.sharing:share_knobs", ".structural.sharing:apply"),
     Technique("tensor decomposition", "full k x k convs (TensorLy)", (DECOMP,),
               f"{P.DECOMP}: none | tucker:0.5 | tucker:0.25 | cp:0.5 | cp:0.25",
               "compression/structural/decompose.py", ("tensor decomposition",),
-              ".structural.decompose:offer",
+              ".structural.decompose:decomp_knobs",
               ".structural.decompose:apply"),
     Technique("module replacing", "FFN blocks -> narrower FFN; k x k conv -> depthwise-separable",
               (REPLACE,), f"{P.REPLACE}: none | ffn:0.5 | ffn:0.25 | dwsep (trained by local "
               "distillation)", "compression/structural/replace.py", ("module replacing",),
-              ".structural.replace:offer",
+              ".structural.replace:replace_knobs",
               ".structural.replace:apply"),
     Technique("knowledge distillation", "the whole model, after any compression", (DISTILL,),
               f"{P.DISTILL_STEPS} (model): 0 | 50 | 200; teacher = uncompressed model",
               "compression/training/distill.py", ("knowledge distillation", "distillation"),
-              ".training.distill:offer", ".training.distill:apply"),
+              ".training.distill:distill_knobs", ".training.distill:apply"),
     Technique("early exit", "block containers of transformers and CNNs",
               (EXIT_AFTER, EXIT_THRESHOLD), f"{P.EXIT_AFTER} (model): none | <container>.<k>; "
               f"{P.EXIT_THRESHOLD}", "compression/early_exit.py, cost_models/exit_runtime.py",
-              ("early exit",), ".early_exit:offer"),
+              ("early exit",), ".early_exit:exit_knobs"),
     Technique("quantization-aware training", "the front's finalists (after the search)", (),
               "SearchConfig.qat_steps (fake quantization mirroring the artifact's storage)",
               "compression/qat.py, weights/fake_quant.py"),
@@ -153,8 +154,8 @@ TORCH_STAGE: tuple[str, ...] = (
     "vocabulary pruning", "structured pruning", "depth pruning", "cross-layer sharing",
     "batchnorm folding", "low-rank factorization", "tensor decomposition", "module replacing",
     "knowledge distillation")
-"""The torch stage's order (compression/structural/precedence.py explains why; distillation is last,
-as recovery after every structural change)."""
+"""The torch stage's order (compression/structural/precedence.py explains why; distillation
+is last, as recovery after every structural change)."""
 
 
 def knob_specs() -> dict[str, KnobSpec]:
@@ -188,9 +189,9 @@ def titles() -> dict[str, str]:
 
 def trains(plan) -> bool:
     """Whether a plan's build has a training or calibration budget to scale."""
-    training = names(trains=True)
-    return any(value != identity(name) for knobs in plan.units.values()
-               for name, value in knobs.items() if name in training)
+    specs = knob_specs()
+    return any(name in specs and specs[name].trains and value != specs[name].identity
+               for knobs in plan.units.values() for name, value in knobs.items())
 
 
 def technique_of(label: str) -> str:

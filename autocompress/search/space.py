@@ -63,7 +63,7 @@ def _anchor_choice(knob: Knob, quant: str):
 def _most_compressing(knob: Knob):
     """Knobs that do not make the artifact smaller (distillation and calibration cost trial
     time; an early exit adds a head) stay as they are in the smallest corner."""
-    if knob.name not in registry.names(shrinks=True):
+    if not registry.spec(knob.name).shrinks:
         return knob.choices[0]
     if knob.name == "quant":
         return "w4" if "w4" in knob.choices else knob.choices[-1]

@@ -74,7 +74,9 @@ def unsuitable(conv: nn.Conv2d) -> str | None:
     return None
 
 
-def decomp_knobs(model: nn.Module) -> tuple[list[Knob], list[Skip]]:
+def decomp_knobs(model: nn.Module, example_args=(),
+                 input_names=()) -> tuple[list[Knob], list[Skip]]:
+    """(knobs, skips): the Tucker-2 / CP choices that save parameters, per full k x k conv."""
     knobs, skips = [], []
     for name, conv in model.named_modules():
         if not isinstance(conv, nn.Conv2d):
@@ -147,10 +149,6 @@ def _cp_layers(conv: nn.Conv2d, weight: np.ndarray, rank: int) -> list[nn.Conv2d
 
 def _set(layer: nn.Conv2d, value: np.ndarray) -> None:
     layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(value)).float())
-
-
-def offer(model: nn.Module, example_args=(), input_names=()):
-    return decomp_knobs(model)
 
 
 def apply(stage) -> None:

@@ -62,7 +62,8 @@ def _candidate_blocks(model: nn.Module) -> list[str]:
     return out
 
 
-def drop_knobs(model: nn.Module, example_args: Sequence) -> tuple[list[Knob], list[Skip]]:
+def drop_knobs(model: nn.Module, example_args: Sequence,
+               input_names=()) -> tuple[list[Knob], list[Skip]]:
     knobs, skips = [], []
     for name, (shape_in, shape_out) in block_signatures(model, example_args).items():
         if shape_in == shape_out:
@@ -83,10 +84,6 @@ def drop_blocks(model: nn.Module, units: Sequence[str]) -> None:
         parent_name, _, attr = unit.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, Dropped())
-
-
-def offer(model: nn.Module, example_args: Sequence, input_names=()):
-    return drop_knobs(model, example_args)
 
 
 def apply(stage) -> None:

@@ -121,7 +121,7 @@ def useful_ranks(out_dim: int, in_dim: int, kernel: int, choices: tuple) -> tupl
     return tuple(keep)
 
 
-def offer(model: nn.Module, example_args=(), input_names=()):
+def rank_knobs(model: nn.Module, example_args=(), input_names=()):
     """(knobs, skips): the ranks that save parameters, per Linear, full Conv2d and large
     Embedding."""
     from ..records import MIN_EMBEDDING_ROWS

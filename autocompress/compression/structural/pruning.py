@@ -129,7 +129,7 @@ def prune_groups(model: nn.Module, example_args: Sequence, ratios: Mapping[str, 
     pruner.step()
 
 
-def offer(model: nn.Module, example_args: Sequence, input_names: Sequence[str] = ()):
+def prune_knobs(model: nn.Module, example_args: Sequence, input_names: Sequence[str] = ()):
     """(knobs, skips): a ratio per attention block and FFN, or else per channel group."""
     units = [(n, "attention heads") for n in attention_units(model)]
     units += [(n, "ffn neurons") for n in ffn_units(model)]

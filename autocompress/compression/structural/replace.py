@@ -36,7 +36,8 @@ class Separable(nn.Sequential):
     """Depthwise k x k then pointwise 1x1: the substitute of one conv."""
 
 
-def replace_knobs(model: nn.Module) -> tuple[list[Knob], list[Skip]]:
+def replace_knobs(model: nn.Module, example_args=(),
+                  input_names=()) -> tuple[list[Knob], list[Skip]]:
     knobs, skips = [], []
     for name in ffn_units(model):
         if name == "":     # the whole model is not a block to swap (and "" names model-wide knobs)
@@ -169,10 +170,6 @@ def _check(module: nn.Module, choice: str, unit: str) -> None:
         what = "an FFN module (fc1/fc2)"
     if not ok:
         raise ValueError(f"module replacing {choice!r} needs {what}; {unit!r} is not")
-
-
-def offer(model: nn.Module, example_args=(), input_names=()):
-    return replace_knobs(model)
 
 
 def apply(stage) -> None:

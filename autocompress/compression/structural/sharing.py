@@ -31,7 +31,8 @@ def _structure(module: nn.Module) -> tuple:
     return type(module), repr(module), tuple((n, tuple(p.shape)) for n, p in module.named_parameters())
 
 
-def share_knobs(model: nn.Module, example_args: Sequence) -> tuple[list[Knob], list[Skip]]:
+def share_knobs(model: nn.Module, example_args: Sequence,
+                input_names=()) -> tuple[list[Knob], list[Skip]]:
     signatures = block_signatures(model, example_args)
     modules = dict(model.named_modules())
     knobs, skips = [], []
@@ -75,10 +76,6 @@ def _order(unit: str) -> tuple:
     parent, _, index = unit.rpartition(".")
     return parent, int(index)
 
-
-
-def offer(model: nn.Module, example_args: Sequence, input_names=()):
-    return share_knobs(model, example_args)
 
 
 def apply(stage) -> None:

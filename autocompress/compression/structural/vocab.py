@@ -58,7 +58,7 @@ def prune_vocab(embedding: nn.Embedding, corpus_ids: Iterable[np.ndarray], fallb
     return VocabPruned(remap, table)
 
 
-def offer(model: nn.Module, example_args, input_names=()):
+def vocab_knobs(model: nn.Module, example_args, input_names=()):
     """(knobs, skips): a choice per large embedding fed straight from a model input."""
     fed = embedding_inputs(model, example_args, input_names) if input_names else {}
     return [Knob(name, VOCAB, VOCAB_CHOICES, "vocabulary pruning")

@@ -41,10 +41,11 @@ TRAIN_THREADS = 1
 _TEACHER_OUTPUTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def distill_knobs(model: nn.Module) -> list[Knob]:
+def distill_knobs(model: nn.Module, example_args=(), input_names=()) -> tuple[list[Knob], list]:
+    """(knobs, skips): the model-wide step count, where the model has weights to train."""
     trainable = any(not isinstance(m, nn.Embedding) and any(True for _ in m.parameters(recurse=False))
                     for m in model.modules())
-    return [Knob(WHOLE_MODEL, DISTILL_STEPS, STEP_CHOICES, TECHNIQUE)] if trainable else []
+    return [Knob(WHOLE_MODEL, DISTILL_STEPS, STEP_CHOICES, TECHNIQUE)] if trainable else [], []
 
 
 def small_batches(workload, limit: int | None = None,
@@ -177,10 +178,6 @@ def seeded(seed: int = 0, threads: int = 1):
         finally:
             torch.use_deterministic_algorithms(was)
             torch.set_num_threads(before)
-
-
-def offer(model: nn.Module, example_args=(), input_names=()):
-    return distill_knobs(model), []
 
 
 def apply(stage) -> None:

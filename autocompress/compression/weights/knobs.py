@@ -73,8 +73,10 @@ def calibration_knob(knobs: Sequence) -> list:
     return []
 
 
-def torch_weight_knobs(model) -> tuple[list, list]:
-    """(knobs, skips) for every Linear, Conv2d and large Embedding of a torch model."""
+def torch_weight_knobs(model, example_args=(), input_names=()) -> tuple[list, list]:
+    """(knobs, skips) for every Linear, Conv2d and large Embedding of a torch model: the
+    weight-storage techniques (quantization, sparsity, clustering, calibration) are offered
+    together, as they compose into one stored format."""
     from torch import nn
 
     from ..records import MIN_EMBEDDING_ROWS
@@ -93,12 +95,6 @@ def torch_weight_knobs(model) -> tuple[list, list]:
         knobs += k
         skips += s
     return knobs + calibration_knob(knobs), skips
-
-
-def offer(model, example_args=(), input_names=()) -> tuple[list, list]:
-    """The registry's entry for the weight-storage techniques (quantization, sparsity,
-    clustering and calibration are offered together: they compose into one stored format)."""
-    return torch_weight_knobs(model)
 
 
 def onnx_weight_knobs(weights: Mapping[str, tuple[str, tuple]]) -> tuple[list, list]:
