@@ -43,10 +43,12 @@ def _artifact_weight(proto: onnx.ModelProto, name: str) -> np.ndarray:
     if name + "_quantized" in inits:     # ORT dynamic int8: weight, scale, zero point
         q = inits[name + "_quantized"].astype(np.float32) - inits[name + "_zero_point"]
         return (q * inits[name + "_scale"]).astype(np.float32)
-    if name + "_q" in inits and inits[name + "_scale"].ndim == 2 and \
-            inits[name + "_scale"].shape[1] == 1 and inits[name + "_q"].ndim == 2 and \
-            not any(n.output[0] == name for n in proto.graph.node):   # gathered int8 rows
-        return inits[name + "_q"].astype(np.float32) * inits[name + "_scale"]
+    if name + "_rows_per_scale" in inits:   # gathered int8 rows, one scale per block of rows
+        q, rows = inits[name + "_q"], inits[name + "_rows_per_scale"]
+        column = (-1, *[1] * (q.ndim - 1))
+        scale = np.repeat(inits[name + "_scale"].reshape(-1), rows)[:len(q)].reshape(column)
+        offset = np.repeat(inits[name + "_offset"].reshape(-1), rows)[:len(q)].reshape(column)
+        return q.astype(np.float32) * scale + offset
     if not producing_nodes(proto.graph, name):   # compact_graph renamed the rebuilt weight:
         name = _rebuilt(proto, name)              # follow its codes
     needed = producing_nodes(proto.graph, name)

@@ -32,7 +32,7 @@ from torch.nn.utils import parametrize
 
 from ..plan import CALIBRATION, CLUSTERS, QUANT, SPARSITY, WHOLE_MODEL, Plan
 from .onnx_graph import producing_nodes
-from .quantize import INT4_BLOCK, OPSET
+from .quantize import INT4_BLOCK, OPSET, TABLE_BLOCK_ROWS
 from .sparsity import magnitude_prune
 from .storage import (DYNAMIC_INT8, DYNAMIC_MODES, INT_BITS, NO_CALIBRATION, WeightPlan,
                       compress_weights, packed_view, palette_edit, palette_edits, role)
@@ -103,7 +103,7 @@ def mirror(onnx_weight: torch.Tensor, kind: str, plan: WeightPlan,
         return torch.from_numpy(palette_edit(pruned, mask, plan.clusters)[0])
     if mode == "dq":
         if kind == "gather":
-            return _symmetric(w, 8, axis=0)
+            return _table_int8(w)
         bits = INT_BITS[plan.quant]
         if bits == 4 and kind == "matmul" and w.shape[0] >= INT4_BLOCK:
             return _blocked_int4(w)
@@ -125,6 +125,21 @@ def _symmetric(w: torch.Tensor, bits: int, axis: int) -> torch.Tensor:
     amax = w.abs().amax(dim=dims, keepdim=True)
     scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
     return torch.clamp(torch.round(w / scale), -qmax - 1, qmax) * scale
+
+
+def _table_int8(w: torch.Tensor) -> torch.Tensor:
+    """quantize.table_int8 in torch: 8-bit codes, a scale and offset per block of rows."""
+    rows = w.shape[0]
+    blocks = -(-rows // TABLE_BLOCK_ROWS)
+    flat = w.reshape(rows, -1)
+    padded = flat[-1:].detach().repeat(blocks * TABLE_BLOCK_ROWS, 1)
+    padded[:rows] = flat.detach()
+    view = padded.reshape(blocks, -1)
+    lo, hi = view.amin(dim=1), view.amax(dim=1)
+    scale = torch.where(hi > lo, (hi - lo) / 255, torch.ones_like(hi))
+    each = torch.arange(blocks).repeat_interleave(TABLE_BLOCK_ROWS)[:rows]
+    codes = torch.clamp(torch.round((flat - lo[each, None]) / scale[each, None]), 0, 255)
+    return (codes * scale[each, None] + lo[each, None]).reshape(w.shape)
 
 
 def _pruned(weight: np.ndarray, plan: WeightPlan) -> tuple[np.ndarray, np.ndarray | None]:
