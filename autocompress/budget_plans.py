@@ -7,8 +7,10 @@ measurement). The solver's per-option savings are estimates:
 
 - size: the sensitivity's bytes saved by each choice alone;
 - latency / energy: a structural choice saves the target's uncompressed latency times the
-  fraction of compute-layer bytes it removes (weight formats are taken as saving none:
-  whether an int8 kernel is faster depends on the target);
+  fraction of compute-layer bytes it removes; a weight format on a unit saves what the
+  primary target's cost model predicts the uniform plan of that format saves, shared by
+  the parameters of the units it covers (:func:`_format_savings`: whether an int8 kernel
+  is faster, or a packed format slower, depends on the target);
 
 and every solution is built and checked, the limits tightened where a check overshoots.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .compression.plan import Plan
+from .compression.plan import QUANT, Plan
 from .compression.registry import WEIGHT_KNOBS
 from .search import budget_solver
 from .search.space import params_to_plan
@@ -77,11 +79,18 @@ def directed(knobs, analysis, budget, evaluator, distilled: bool = True) -> Budg
         s = analysis.saved_bytes(knob, choice)
         return None if s is None else max(s, 0.0) / compute_bytes
 
+    timed = [r for r in ("latency", "energy") if r in limits]
+    formats = _format_savings(evaluator, knobs, base, sizes, timed) if timed else {}
+
+    def saves(knob, choice, resource):
+        if knob.name == QUANT:
+            return formats.get((knob.unit, choice), {}).get(resource, 0.0)
+        share = compute_share(knob, choice)
+        return None if share is None else share * base[resource]
+
     saved = {"size": analysis.saved_bytes}
-    for resource in ("latency", "energy"):
-        if resource in limits:
-            saved[resource] = (lambda k, c, r=resource: None if compute_share(k, c) is None
-                               else compute_share(k, c) * base[r])
+    for resource in timed:
+        saved[resource] = (lambda k, c, r=resource: saves(k, c, r))
     problem = budget_solver.build_problem(knobs, analysis.drop, saved, base, limits,
                                           _removals(evaluator.workload, knobs, sizes, analysis),
                                           sizes)
@@ -106,10 +115,39 @@ def directed(knobs, analysis, budget, evaluator, distilled: bool = True) -> Budg
               "solutions": records, "n_seeds": len(queued),
               "seed_digests": [plan_of(s, knobs, contained).digest() for s in seeds],
               "uniform_within": len(uniform),
+              "format_savings": _format_record(formats),
               "seconds": round(time.perf_counter() - start, 2),
               "method": "scipy.optimize.milp multiple-choice knapsack over the sensitivity "
                         "table; each solution built and checked, limits tightened on overshoot"}
     return BudgetPlans(queued, problem, record)
+
+
+def _format_savings(evaluator, knobs, base: dict, sizes: dict, resources) -> dict:
+    """(unit, format) -> {resource: amount saved}: each weight format's uniform plan (every
+    unit offering it) built and predicted on the primary target, its saving over the
+    uncompressed model shared by the units' parameters. Negative where the format is slower
+    (a packed format rebuilt to float at load)."""
+    quant = [k for k in knobs if k.name == QUANT]
+    formats = sorted({c for k in quant for c in k.choices[1:]}, key=str)
+    out = {}
+    for choice in formats:
+        units = [k.unit for k in quant if choice in k.choices]
+        numbers = _numbers(evaluator, Plan({u: {QUANT: choice} for u in units}))
+        total = sum(sizes.get(u, 0.0) for u in units) or 1.0
+        for u in units:
+            out[(u, choice)] = {r: (base[r] - numbers[r]) * sizes.get(u, 0.0) / total
+                                for r in resources}
+    return out
+
+
+def _format_record(formats: dict) -> dict:
+    """Each format's total saving per resource (pareto.json ``study.budget_seeds``)."""
+    totals: dict = {}
+    for (_, choice), saved in formats.items():
+        entry = totals.setdefault(str(choice), {})
+        for resource, amount in saved.items():
+            entry[resource] = entry.get(resource, 0.0) + amount
+    return {c: {r: float(f"{v:.6g}") for r, v in e.items()} for c, e in totals.items()}
 
 
 def _uniform_within(problem, knobs, seeds: list) -> list[dict]:

@@ -20,3 +20,38 @@ def test_uniform_anchors_that_fit_run_before_the_seeds_and_the_others_do_not():
     assert [p["a:quant"] for p in _uniform_within(problem.with_limits({"size": 305.0}), knobs,
                                                   seeds=[])] == ["w8a8", "w8"]
     assert _uniform_within(problem, knobs, seeds=found[:1]) == found[1:]
+
+
+def test_format_savings_share_each_uniform_plans_predicted_saving_by_parameters(tmp_path):
+    """Under a latency or energy limit the program credits a weight format with what the
+    primary target's cost model predicts its uniform plan saves, split by the parameters of
+    the units it covers: the pieces add up to the uniform plan's saving, and an int8-kernel
+    format's sign follows the target's prediction (it is not taken as saving nothing)."""
+    from autocompress.budget_plans import _format_savings, _numbers, _workload_unit_params
+    from autocompress.compression.knobs import torch_knobs
+    from autocompress.compression.plan import Plan
+    from autocompress.device_profiles.profile import resolve_target
+    from autocompress.pipeline import Evaluator
+    import torch
+
+    from tests.tiny_workload import make_workload
+
+    workload = make_workload()
+    knobs = torch_knobs(workload.model, [torch.from_numpy(workload.example["x"])])
+    evaluator = Evaluator(workload, resolve_target("raspberry-pi-4"), artifact_root=tmp_path)
+    base = _numbers(evaluator, Plan())
+    sizes = _workload_unit_params(workload, knobs)
+    savings = _format_savings(evaluator, knobs, base, sizes, ["latency", "energy"])
+    quant = [k for k in knobs if k.name == "quant"]
+    assert {c for _, c in savings} == {c for k in quant for c in k.choices[1:]}
+    for choice in ("w8a8", "w4"):
+        units = [k.unit for k in quant if choice in k.choices]
+        uniform = _numbers(evaluator, Plan({u: {"quant": choice} for u in units}))
+        for resource in ("latency", "energy"):
+            pieces = [savings[(u, choice)][resource] for u in units]
+            assert abs(sum(pieces) - (base[resource] - uniform[resource])) <= \
+                1e-9 * base[resource]
+            assert abs(pieces[0] / sizes[units[0]] - pieces[1] / sizes[units[1]]) <= \
+                1e-9 * abs(pieces[0] / sizes[units[0]]) + 1e-18
+    assert sum(savings[(u, "w8a8")]["latency"] for u in sizes
+               if (u, "w8a8") in savings) != 0.0
