@@ -3,7 +3,8 @@ parameters it trains and what one recovery step costs (the finalize stage's step
 box over that).
 
 Usage: .venv/bin/python benchmarks/budget_seeds.py [--model minilm] [--target jetson-nano]
-       [--budget 4MB] [--artifacts DIR]
+       [--budget 4MB | none] [--max-latency 3ms] [--max-energy 50mJ] [--cost predicted]
+       [--no-timing] [--artifacts DIR]
 
 Uses the cached sensitivity analysis (computed first when the cache has none, as ``search``
 does) and ``budget_plans.directed`` over every knob of the model, as ``search`` calls it; each seed's seconds per step are ``finalize.seconds_per_step`` (a few QAT steps, every
@@ -31,7 +32,7 @@ from autocompress.device_profiles.profile import resolve_target  # noqa: E402
 from autocompress.pipeline import Evaluator  # noqa: E402
 from autocompress.search.budget_solver import kind_of  # noqa: E402
 from autocompress.search.objectives import Budget  # noqa: E402
-from autocompress.units import parse_size  # noqa: E402
+from autocompress.units import parse_energy, parse_size, parse_time  # noqa: E402
 from autocompress.workloads import load_workload  # noqa: E402
 
 
@@ -39,7 +40,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--target", default="jetson-nano")
-    parser.add_argument("--budget", default="4MB")
+    parser.add_argument("--budget", default="4MB", help="max size, or none")
+    parser.add_argument("--max-latency", help="max latency on the target, e.g. 3ms")
+    parser.add_argument("--max-energy", help="max energy per inference, e.g. 50mJ")
+    parser.add_argument("--cost", default="auto", choices=("measured", "predicted", "auto"),
+                        help="as search --cost: predicted keeps the host's latency predicted")
     parser.add_argument("--no-timing", action="store_true", help="skip the seconds per step")
     parser.add_argument("--artifacts", type=Path, help="where the seeds' builds go "
                         "(default: a temporary folder)")
@@ -51,15 +56,21 @@ def main() -> None:
     print(f"sensitivity: {time.perf_counter() - start:.0f} s (0: from the cache)")
     with tempfile.TemporaryDirectory(prefix="budget-seeds-") as tmp:
         root = args.artifacts or Path(tmp)
-        evaluator = Evaluator(workload, resolve_target(args.target), artifact_root=root)
-        plans = budget_plans.directed(knobs, analysis,
-                                      Budget(max_size_bytes=parse_size(args.budget)),
-                                      evaluator, distilled=False)
+        evaluator = Evaluator(workload, resolve_target(args.target), artifact_root=root,
+                              cost=args.cost)
+        budget = Budget(
+            max_size_bytes=None if args.budget == "none" else parse_size(args.budget),
+            max_latency_s=parse_time(args.max_latency) if args.max_latency else None,
+            max_energy_j=parse_energy(args.max_energy) if args.max_energy else None)
+        plans = budget_plans.directed(knobs, analysis, budget, evaluator, distilled=False)
+        print(f"uncompressed: {json.dumps(plans.record.get('uncompressed'))}")
+        print(f"format savings: {json.dumps(plans.record.get('format_savings'))}")
         for solution in plans.record["solutions"]:
-            sizes = [a.get("measured", {}).get("size") for a in solution["attempts"]]
+            built = [{r: f"{v:.4g}" for r, v in a.get("measured", {}).items()}
+                     for a in solution["attempts"]]
             print(f"solution at {solution['fraction']:.2f} of the budget, "
                   f"{'coarse' if solution['coarse'] else 'per unit'}, start "
-                  f"{solution.get('start')}: built sizes {sizes}")
+                  f"{solution.get('start')}: built {built}")
         config = finalize.FinalizeConfig()
         for params in plans.seeds:
             plan = budget_plans.plan_of(params, knobs)

@@ -226,3 +226,40 @@ def test_budget_seeds_hold_the_float_start_plan_beside_the_least_drop_one():
     assert sorted([least["a:prune_ratio"], least["b:prune_ratio"]]) == [0.0, 0.5]
     assert heavy == {"a:quant": "float", "b:quant": "float",
                      "a:prune_ratio": 0.95, "b:prune_ratio": 0.95}
+
+
+def test_a_latency_limit_takes_fast_formats_before_pruning():
+    """Latency only, 20 ms uncompressed, 9 ms allowed: int8 kernels save 4 ms per layer at
+    a small drop, w4 (rebuilt to float at load) saves nothing and is the smallest format,
+    pruning half a layer saves 5 ms at a larger drop. Formats alone (12 ms) cannot fit;
+    the least-drop plan is int8 on both layers with one layer half pruned (the alternating
+    knapsacks start from the fastest formats and keep their saving in the structure step),
+    the exhaustive optimum, not both layers pruned with float weights."""
+    knobs = [Knob(u, "quant", ("float", "w4", "w8a8"), "q") for u in ("a", "b")] + \
+        [Knob(u, "prune_ratio", (0.0, 0.5), "p") for u in ("a", "b")]
+    drops = {("quant", "w4"): 0.001, ("quant", "w8a8"): 0.002, ("prune_ratio", 0.5): 0.1}
+    latency = {("quant", "w4"): 0.0, ("quant", "w8a8"): 4.0, ("prune_ratio", 0.5): 5.0}
+    size = {("quant", "w4"): 350.0, ("quant", "w8a8"): 300.0, ("prune_ratio", 0.5): 200.0}
+    problem = budget_solver.build_problem(
+        knobs, lambda k, c: drops[(k.name, c)],
+        {"size": lambda k, c: size[(k.name, c)], "latency": lambda k, c: latency[(k.name, c)]},
+        {"size": 800.0, "latency": 20.0}, {"latency": 9.0},
+        lambda k, c: {k.unit: 100.0 * c}, {"a": 100.0, "b": 100.0})
+
+    def weights_after(params):
+        out = {u: 100.0 * (1 - params.get(f"{u}:prune_ratio", 0.0)) for u in ("a", "b")}
+        out[budget_solver.TOTAL] = sum(out.values())
+        return out
+
+    def true_latency(params):   # a pruned int8 layer: the int8 saving on what is left
+        return sum(10.0 * (1 - params[f"{u}:prune_ratio"])
+                   * (0.6 if params[f"{u}:quant"] == "w8a8" else 1.0) for u in ("a", "b"))
+
+    found = budget_solver.alternate(problem, knobs, weights_after)
+    assert found is not None and true_latency(found) <= 9.0
+    assert found["a:quant"] == found["b:quant"] == "w8a8"
+    assert sorted([found["a:prune_ratio"], found["b:prune_ratio"]]) == [0.0, 0.5]
+    best = min(sum(drops.get((k.split(":")[1], v), 0.0) for k, v in params.items())
+               for values in itertools.product(*(k.choices for k in knobs))
+               if true_latency(params := {k.key: v for k, v in zip(knobs, values)}) <= 9.0)
+    assert budget_solver.total_drop(found, problem) == pytest.approx(best)

@@ -269,11 +269,18 @@ def alternate(problem: Problem, knobs: Sequence[Knob], weights_after: Callable,
     # structure step prunes least, and keep the plan that loses least.
     smallest = dict(identity)
     for opts in weight_groups.values():
-        top = max(opts, key=lambda o: (o.saved.get("size", 0.0), -o.drop))
+        top = max(opts, key=lambda o: (_share_of_limits(o, problem), -o.drop))
         smallest[top.knob.key] = top.choice
     found = [p for begin in (identity, smallest)
              if (p := _alternate_from(begin, problem, knobs, weights_after, rounds, full))]
     return min(found, key=lambda p: total_drop(p, problem)) if found else None
+
+
+def _share_of_limits(option: Option, problem: Problem) -> float:
+    """What an option saves of the limited resources, each as a share of its limit (under a
+    size budget the most compressing format; under a latency limit the fastest)."""
+    return sum(option.saved.get(r, 0.0) / limit for r, limit in problem.limits.items()
+               if limit > 0)
 
 
 def _weight_groups(problem: Problem) -> dict:
@@ -309,6 +316,12 @@ def _alternate_from(formats: dict, problem: Problem, knobs, weights_after, round
         saving = {u: n * (4.0 - per_param.get(u, 4.0)) for u, n in problem.unit_params.items()}
         base = dict(problem.base)
         base["size"] = base.get("size", 0.0) - sum(saving.values())
+        for opts in weight_groups.values():    # the formats' latency / energy savings stand
+            for o in opts:
+                if formats.get(o.knob.key) == o.choice:
+                    for r, v in o.saved.items():
+                        if r != "size":
+                            base[r] = base.get(r, 0.0) - v
         groups = {g: [Option(o.knob, o.choice, o.drop,
                              {**o.saved, "size": sum(r * per_param.get(u, 4.0)
                                                      for u, r in o.removes.items())
