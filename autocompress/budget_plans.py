@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from .compression.plan import QUANT, Plan
 from .compression.registry import WEIGHT_KNOBS
@@ -90,9 +91,7 @@ def directed(knobs, analysis, budget, evaluator, distilled: bool = True) -> Budg
         share = compute_share(knob, choice)
         return None if share is None else share * base[resource]
 
-    saved = {"size": analysis.saved_bytes}
-    for resource in timed:
-        saved[resource] = (lambda k, c, r=resource: saves(k, c, r))
+    saved = {"size": analysis.saved_bytes, **{r: partial(saves, resource=r) for r in timed}}
     problem = budget_solver.build_problem(knobs, analysis.drop, saved, base, limits,
                                           _removals(evaluator.workload, knobs, sizes, analysis),
                                           sizes)

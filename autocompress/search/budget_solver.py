@@ -316,12 +316,7 @@ def _alternate_from(formats: dict, problem: Problem, knobs, weights_after, round
         saving = {u: n * (4.0 - per_param.get(u, 4.0)) for u, n in problem.unit_params.items()}
         base = dict(problem.base)
         base["size"] = base.get("size", 0.0) - sum(saving.values())
-        for opts in weight_groups.values():    # the formats' latency / energy savings stand
-            for o in opts:
-                if formats.get(o.knob.key) == o.choice:
-                    for r, v in o.saved.items():
-                        if r != "size":
-                            base[r] = base.get(r, 0.0) - v
+        _less_timed_savings(base, weight_groups, formats)   # the formats' savings stand
         groups = {g: [Option(o.knob, o.choice, o.drop,
                              {**o.saved, "size": sum(r * per_param.get(u, 4.0)
                                                      for u, r in o.removes.items())
@@ -334,12 +329,7 @@ def _alternate_from(formats: dict, problem: Problem, knobs, weights_after, round
         pinned = {k: v for k, v in structure.items() if v != identity[k]}
         base = dict(problem.base)
         base["size"] = problem.base["size"] - 4.0 * (full[TOTAL] - after[TOTAL])
-        for g, opts in structure_groups.items():
-            for o in opts:
-                if pinned.get(o.knob.key) == o.choice:
-                    for r, v in o.saved.items():
-                        if r != "size":
-                            base[r] = base.get(r, 0.0) - v
+        _less_timed_savings(base, structure_groups, pinned)
         groups = {g: [Option(o.knob, o.choice, o.drop,
                              {**o.saved, "size": o.saved.get("size", 0.0)
                               * after.get(g[0], 0.0) / full[g[0]] if full.get(g[0]) else 0.0})
@@ -350,6 +340,17 @@ def _alternate_from(formats: dict, problem: Problem, knobs, weights_after, round
         formats = chosen
         best = {**chosen, **pinned}
     return best
+
+
+def _less_timed_savings(base: dict, groups: dict, params: dict) -> None:
+    """Take from ``base`` the latency / energy savings of the options ``params`` chooses in
+    ``groups`` (size is counted per parameter by the caller)."""
+    for opts in groups.values():
+        for o in opts:
+            if params.get(o.knob.key) == o.choice:
+                for r, v in o.saved.items():
+                    if r != "size":
+                        base[r] = base.get(r, 0.0) - v
 
 
 def _bytes_per_param(problem: Problem, params: dict) -> dict[str, float]:
