@@ -2,7 +2,7 @@
 uniform plans of ours with int8 kernels on every MatMul (issue 13's per-channel comparison).
 
 Usage: .venv/bin/python benchmarks/int8_parity.py [--rounds 5] [--threads 2]
-       [--recover-steps 300]
+       [--recover-steps 300] [--table-blocks 1,8,32,128,0]
 
 Builds the uncompressed MiniLM file, ORT's two int8 recipes from it, and our plans with every
 MatMul in ``w8a8cf`` (full-range per-column int8) or ``w8a8c`` (7-bit) and the embedding
@@ -12,7 +12,9 @@ neurons pruned in every layer, untrained and (``--recover-steps N``) after N rec
 trained as the finalize stage trains (``finalize.qat_config``). Scores each with the
 workload's metric (cosine and Spearman to the uncompressed model on the held-out sentences)
 and times them round-robin in one process (benchmarks/tight_budget.py's functions). Prints a
-table and issue 13's two comparisons. Writes nothing under results/.
+table and issue 13's two comparisons. ``--table-blocks`` instead scores (no timing) the
+``w8a8cf`` plan with 8-bit tables at each number of rows per scale (0: one per table),
+which is how ``quantize.TABLE_BLOCK_ROWS`` was chosen. Writes nothing under results/.
 """
 from __future__ import annotations
 
@@ -60,6 +62,29 @@ def plans(knobs) -> dict[str, Plan]:
             PRUNED + " (untrained)": heavy}
 
 
+WORD_ROWS = 30522
+"""MiniLM's largest table (its word pieces): a block this long covers every table whole."""
+
+
+def table_blocks(workload, rows_per_scale: list[int], threads: int) -> None:
+    """Size, cosine and Spearman of the ``w8a8cf`` plan per table block size."""
+    from autocompress.compression.weights import quantize
+
+    plan = plans(discover_knobs(workload))["ours: w8a8cf, 8-bit tables"]
+    chosen = quantize.TABLE_BLOCK_ROWS
+    print("| rows per scale | size | cosine | Spearman |\n|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="table-blocks-") as tmp:
+        try:
+            for rows in rows_per_scale:
+                quantize.TABLE_BLOCK_ROWS = rows or WORD_ROWS    # 0: every table one block
+                path = apply_plan(plan, workload, Path(tmp) / f"{rows}.onnx").path
+                score = tb.score_file(workload, path, threads)
+                print(f"| {rows or 'table'} | {path.stat().st_size / 1e6:.3f} MB | "
+                      f"{score['cosine']:.5f} | {score['spearman']:.5f} |", flush=True)
+        finally:
+            quantize.TABLE_BLOCK_ROWS = chosen
+
+
 def recovered(plan: Plan, workload, steps: int, path: Path) -> Path:
     """``plan`` after ``steps`` recovery steps, trained as the finalize stage trains."""
     from autocompress import finalize
@@ -82,8 +107,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--recover-steps", type=int, default=0,
                         help="also time and score the pruned plan after this many steps")
+    parser.add_argument("--table-blocks", help="rows per table scale to compare, e.g. "
+                        "1,8,32,128,0 (0: one per table); scores only, no timing")
     args = parser.parse_args()
     workload = load_workload("minilm")
+    if args.table_blocks:
+        return table_blocks(workload, [int(r) for r in args.table_blocks.split(",")],
+                            args.threads)
     with tempfile.TemporaryDirectory(prefix="int8-parity-") as tmp:
         work = Path(tmp)
         fp32 = apply_plan(Plan(), workload, work / "uncompressed.onnx").path

@@ -25,8 +25,8 @@ TABLE_BLOCK_ROWS = 128
 bytes of every row (MiniLM's 384-wide table: 122 kB, more than the 0.45% by which its int8
 file exceeded ONNX Runtime's per-channel one, which keeps one scale per table); per block
 of 128 rows the scales take 1.9 kB. On MiniLM with w8a8cf MatMuls, blocks of 1 / 8 / 32 /
-128 rows and one per table all score cosine 0.9928-0.9931 (within rounding noise)
-(``benchmarks/int8_parity.py``)."""
+128 rows and one per table all score cosine 0.9928-0.9931, within rounding noise
+(``benchmarks/int8_parity.py --table-blocks 1,8,32,128,0``)."""
 
 
 def to_opset(model: onnx.ModelProto) -> onnx.ModelProto:
