@@ -44,6 +44,15 @@ LEARNING_RATE = {"embedding": 6e-4, "logits": 1e-3}
 coarse 3.9 MB seed after the 1,682 steps ``make demo`` gave it (cosine / Spearman): 0.902 /
 0.896 at 3e-4 (that demo's final), 0.910 / 0.904 at 6e-4 and 0.908 / 0.900 at 1e-3
 (``benchmarks/recover_plan.py --lr``)."""
+BLOCK_WEIGHT = 1.0
+"""Weight of the block-wise term (:mod:`.compression.training.block_targets`: every kept
+transformer layer's hidden states held to the teacher's) beside the output loss. MiniLM
+plans after 300 steps (``benchmarks/int8_parity.py --recover-steps 300 --block-weight``),
+cosine / Spearman at weight 0 and 1: heads 1/4 + FFN 1/2 pruned, 0.8962 / 0.8978 and
+0.9011 / 0.9052; layers 1 and 3 dropped, 0.9454 / 0.9163 and 0.9507 / 0.9244, in the
+same time. The teacher then runs every step; without the term its outputs are kept once
+computed, which saves its forward pass from the second pass over the training set on
+(MiniLM: after 1,250 steps)."""
 OVERHEAD_SHARE = 0.15
 """Of a run's time, what building, exporting and measuring took beside the training steps
 is learned from the probes; before any probe this share of the box is held back."""
@@ -193,7 +202,7 @@ def qat_config(config: FinalizeConfig, steps: int, kind: str):
 
     return QATConfig(steps=steps, lr=LEARNING_RATE.get(kind, 1e-3), seed=config.seed,
                      batch_rows=config.batch_rows, optimizer="adamw", schedule="one-cycle",
-                     threads=config.threads, train_embeddings=True)
+                     threads=config.threads, train_embeddings=True, block_weight=BLOCK_WEIGHT)
 
 
 def seconds_per_step(plan: Plan, workload, config: FinalizeConfig) -> float:

@@ -2,14 +2,18 @@
 uniform plans of ours with int8 kernels on every MatMul (issue 13's per-channel comparison).
 
 Usage: .venv/bin/python benchmarks/int8_parity.py [--rounds 5] [--threads 2]
-       [--recover-steps 300] [--table-blocks 1,8,32,128,0]
+       [--recover-steps 300 [--recover PLAN] [--block-weight 1.0]]
+       [--table-blocks 1,8,32,128,0]
 
 Builds the uncompressed MiniLM file, ORT's two int8 recipes from it, and our plans with every
 MatMul in ``w8a8cf`` (full-range per-column int8) or ``w8a8c`` (7-bit) and the embedding
-tables as 8-bit rows, w4, or the vocabulary cut to the training corpus; and what the 1.5x
-goal would take: the ``w8a8cf`` plan with a quarter of the heads and half of the FFN
-neurons pruned in every layer, untrained and (``--recover-steps N``) after N recovery steps
-trained as the finalize stage trains (``finalize.qat_config``). Scores each with the
+tables as 8-bit rows, w4, or the vocabulary cut to the training corpus; and what the 1.5x goal
+takes: the ``w8a8cf`` plan with a quarter of the heads and half of the
+FFN neurons pruned in every layer ("width"), and with layers 1 and 3 dropped ("dropped"; of
+the pairs of layers, these two keep the most untrained; about 1.4x alone) and a quarter of the heads pruned
+in the other four ("depth"), untrained and (``--recover-steps N``) one of them (``--recover``,
+default depth) after N recovery steps trained as the finalize stage trains
+(``finalize.qat_config``; ``--block-weight`` overrides its ``BLOCK_WEIGHT``). Scores each with the
 workload's metric (cosine and Spearman to the uncompressed model on the held-out sentences)
 and times them round-robin in one process (benchmarks/tight_budget.py's functions). Prints a
 table and issue 13's two comparisons. ``--table-blocks`` instead scores (no timing) the
@@ -19,6 +23,7 @@ which is how ``quantize.TABLE_BLOCK_ROWS`` was chosen. Writes nothing under resu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -39,7 +44,10 @@ from autocompress.compression.plan import Plan  # noqa: E402
 from autocompress.workloads import load_workload  # noqa: E402
 
 
-PRUNED = "ours: w8a8cf, 8-bit tables, heads 1/4 + FFN 1/2 pruned"
+PRUNED = {"width": "ours: w8a8cf, 8-bit tables, heads 1/4 + FFN 1/2 pruned",
+          "dropped": "ours: w8a8cf, 8-bit tables, layers 1 and 3 dropped",
+          "depth": "ours: w8a8cf, 8-bit tables, layers 1 and 3 dropped, heads 1/4 pruned"}
+DROPPED = ("layers.1", "layers.3")
 
 
 def plans(knobs) -> dict[str, Plan]:
@@ -53,13 +61,18 @@ def plans(knobs) -> dict[str, Plan]:
         return Plan(units)
 
     heavy = uniform("w8a8cf")
-    heavy = Plan({**heavy.units, **{u: {"prune_ratio": 0.25 if u.endswith("attention") else 0.5}
+    width = Plan({**heavy.units, **{u: {"prune_ratio": 0.25 if u.endswith("attention") else 0.5}
                                     for u in pruned}})
+    dropped = Plan({**heavy.units, **{u: {"drop": True} for u in DROPPED}})
+    depth = Plan({**dropped.units, **{u: {"prune_ratio": 0.25} for u in pruned
+                     if u.endswith("attention") and not u.startswith(DROPPED)}})
     return {"ours: w8a8cf, 8-bit tables": uniform("w8a8cf"),
             "ours: w8a8c, 8-bit tables": uniform("w8a8c"),
             "ours: w8a8cf, 8-bit tables, vocabulary cut": uniform("w8a8cf", vocab="corpus"),
             "ours: w8a8cf, 4-bit tables": uniform("w8a8cf", "w4"),
-            PRUNED + " (untrained)": heavy}
+            PRUNED["width"] + " (untrained)": width,
+            PRUNED["dropped"] + " (untrained)": dropped,
+            PRUNED["depth"] + " (untrained)": depth}
 
 
 WORD_ROWS = 30522
@@ -85,8 +98,11 @@ def table_blocks(workload, rows_per_scale: list[int], threads: int) -> None:
             quantize.TABLE_BLOCK_ROWS = chosen
 
 
-def recovered(plan: Plan, workload, steps: int, path: Path) -> Path:
-    """``plan`` after ``steps`` recovery steps, trained as the finalize stage trains."""
+def recovered(plan: Plan, workload, steps: int, path: Path,
+              block_weight: float | None = None) -> Path:
+    """``plan`` after ``steps`` recovery steps, trained as the finalize stage trains (with
+    ``block_weight`` instead of ``finalize.BLOCK_WEIGHT`` where given)."""
+
     from autocompress import finalize
     from autocompress.compression.training import distill
     from autocompress.device_profiles.profile import resolve_target
@@ -94,6 +110,8 @@ def recovered(plan: Plan, workload, steps: int, path: Path) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     config = finalize.qat_config(finalize.FinalizeConfig(), steps, distill.output_kind(workload))
+    if block_weight is not None:
+        config = dataclasses.replace(config, block_weight=block_weight)
     evaluator = Evaluator(workload, resolve_target("host"), artifact_root=path.parent)
     start = time.perf_counter()
     trained, _ = evaluator.evaluate_qat(plan, config, None, path=path)
@@ -106,7 +124,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--recover-steps", type=int, default=0,
-                        help="also time and score the pruned plan after this many steps")
+                        help="also time and score a pruned plan after this many steps")
+    parser.add_argument("--recover", choices=sorted(PRUNED), default="depth",
+                        help="which pruned plan the recovery steps train")
+    parser.add_argument("--block-weight", type=float, default=None,
+                        help="the block-wise term's weight in recovery (default: finalize's)")
     parser.add_argument("--table-blocks", help="rows per table scale to compare, e.g. "
                         "1,8,32,128,0 (0: one per table); scores only, no timing")
     args = parser.parse_args()
@@ -127,9 +149,10 @@ def main() -> None:
             path = apply_plan(plan, workload, work / f"ours-{i}.onnx").path
             candidates[name] = {"path": path, "source": "run"}
         if args.recover_steps:
-            path = recovered(built[PRUNED + " (untrained)"], workload, args.recover_steps,
-                             work / "recovered" / "pruned.onnx")
-            candidates[f"{PRUNED}, {args.recover_steps} recovery steps"] = {
+            name = PRUNED[args.recover]
+            path = recovered(built[name + " (untrained)"], workload, args.recover_steps,
+                             work / "recovered" / "pruned.onnx", args.block_weight)
+            candidates[f"{name}, {args.recover_steps} recovery steps"] = {
                 "path": path, "source": "run"}
         rows = tb.measure_candidates(workload, candidates, args.rounds, args.threads)
     print(f"load average at the end: {os.getloadavg()}")

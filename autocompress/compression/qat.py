@@ -45,6 +45,7 @@ class QATConfig:
     schedule: str = "cosine"     # "one-cycle" for long runs
     threads: int = 0             # 0: every core
     train_embeddings: bool = False
+    block_weight: float = 0.0    # > 0: blocks match the teacher's too (long runs)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "threads": self.recovery("logits").resolved_threads()}
@@ -53,7 +54,8 @@ class QATConfig:
         return recovery.RecoveryConfig(
             steps=self.steps, lr=self.lr or LEARNING_RATE.get(kind, 5e-5),
             batch_rows=self.batch_rows, optimizer=self.optimizer, schedule=self.schedule,
-            train_embeddings=self.train_embeddings, threads=self.threads, seed=self.seed)
+            train_embeddings=self.train_embeddings, threads=self.threads, seed=self.seed,
+            block_weight=self.block_weight)
 
 
 def quantization_aware(plan: Plan, workload) -> tuple[nn.Module, FakeQuant]:

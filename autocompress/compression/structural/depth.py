@@ -32,7 +32,7 @@ def block_signatures(model: nn.Module, example_args: Sequence) -> dict[str, tupl
 
     Blocks that receive or return something other than a tensor first are left out.
     """
-    names = _candidate_blocks(model)
+    names = candidate_blocks(model)
     found: dict[str, tuple] = {}
 
     def hook(module, inputs, output, name):
@@ -50,7 +50,7 @@ def block_signatures(model: nn.Module, example_args: Sequence) -> dict[str, tupl
     return {n: found[n] for n in names if n in found}
 
 
-def _candidate_blocks(model: nn.Module) -> list[str]:
+def candidate_blocks(model: nn.Module) -> list[str]:
     """Children of ModuleList/Sequential containers that are blocks (have children and weights)."""
     out = []
     for name, container in model.named_modules():

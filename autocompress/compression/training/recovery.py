@@ -23,6 +23,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from . import block_targets
+
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "one-cycle")
 
@@ -41,6 +43,8 @@ class RecoveryConfig:
     threads: int = 0                 # 0: every core of this machine
     seed: int = 0
     eps: float = 1e-5                # see distill.ADAM_EPS
+    block_weight: float = 0.0        # > 0: also match the repeated blocks' outputs
+                                     # (:mod:`.block_targets`); the teacher then runs per step
 
     def resolved_threads(self) -> int:
         return self.threads or max(1, len(os.sched_getaffinity(0)))
@@ -79,13 +83,18 @@ def train(student: nn.Module, workload, config: RecoveryConfig,
         optimizer = _optimizer(params, config)
         schedule = _schedule(optimizer, config)
         student.eval()      # no dropout, no BatchNorm statistics drift: a function being fitted
+        blocks = (block_targets.matched_blocks(teacher, student, pieces[0])
+                  if config.block_weight > 0 else [])
         targets = _teacher_outputs(teacher, workload, config)
         for step, (index, args) in zip(range(config.steps), _cycle(list(enumerate(pieces)))):
-            target = targets.get(index)
-            if target is None:
-                with torch.no_grad():
-                    target = targets[index] = distill._first(teacher(*args)).detach()
-            value = distill.loss(kind, distill._first(student(*args)), target)
+            if blocks:
+                value = _with_blocks(student, teacher, blocks, args, kind, config.block_weight)
+            else:
+                target = targets.get(index)
+                if target is None:
+                    with torch.no_grad():
+                        target = targets[index] = distill._first(teacher(*args)).detach()
+                value = distill.loss(kind, distill._first(student(*args)), target)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
@@ -96,6 +105,18 @@ def train(student: nn.Module, workload, config: RecoveryConfig,
     for p in student.parameters():
         p.grad = None
     return losses
+
+
+def _with_blocks(student, teacher, blocks, args, kind: str, weight: float) -> torch.Tensor:
+    """The output loss plus ``weight`` x the blocks' loss; the teacher runs on ``args``
+    (its hidden states at every block are too large to keep for a whole training set)."""
+    from . import distill
+
+    with torch.no_grad(), block_targets.capture(teacher, blocks) as want:
+        target = distill._first(teacher(*args))
+    with block_targets.capture(student, blocks) as got:
+        output = distill._first(student(*args))
+    return distill.loss(kind, output, target) + weight * block_targets.block_loss(got, want)
 
 
 _TEACHER_OUTPUTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
