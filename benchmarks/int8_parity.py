@@ -3,7 +3,7 @@ uniform plans of ours with int8 kernels on every MatMul (issue 13's per-channel 
 
 Usage: .venv/bin/python benchmarks/int8_parity.py [--rounds 5] [--threads 2]
        [--recover-steps 300 [--recover PLAN] [--block-weight 1.0]]
-       [--table-blocks 1,8,32,128,0]
+       [--table-blocks 1,8,32,128,0] [--drop-pairs]
 
 Builds the uncompressed MiniLM file, ORT's two int8 recipes from it, and our plans with every
 MatMul in ``w8a8cf`` (full-range per-column int8) or ``w8a8c`` (7-bit) and the embedding
@@ -18,12 +18,15 @@ workload's metric (cosine and Spearman to the uncompressed model on the held-out
 and times them round-robin in one process (benchmarks/tight_budget.py's functions). Prints a
 table and issue 13's two comparisons. ``--table-blocks`` instead scores (no timing) the
 ``w8a8cf`` plan with 8-bit tables at each number of rows per scale (0: one per table),
-which is how ``quantize.TABLE_BLOCK_ROWS`` was chosen. Writes nothing under results/.
+which is how ``quantize.TABLE_BLOCK_ROWS`` was chosen; ``--drop-pairs`` scores (no timing)
+that plan with each pair of its six layers dropped, which is how ``DROPPED`` was chosen.
+Writes nothing under results/.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -119,6 +122,21 @@ def recovered(plan: Plan, workload, steps: int, path: Path,
     return trained
 
 
+def drop_pairs(workload, threads: int) -> None:
+    """Cosine and Spearman of the ``w8a8cf`` plan with each pair of layers dropped."""
+    knobs = discover_knobs(workload)
+    base = plans(knobs)["ours: w8a8cf, 8-bit tables"]
+    layers = [k.unit for k in knobs if k.name == "drop"]
+    print("| layers dropped | cosine | Spearman |\n|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="drop-pairs-") as tmp:
+        for pair in itertools.combinations(layers, 2):
+            plan = Plan({**base.units, **{u: {"drop": True} for u in pair}})
+            path = apply_plan(plan, workload, Path(tmp) / "model.onnx").path
+            scores = tb.score_file(workload, path, threads)
+            print(f"| {', '.join(u.split('.')[1] for u in pair)} | {scores['cosine']:.4f} | "
+                  f"{scores['spearman']:.4f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -131,8 +149,12 @@ def main() -> None:
                         help="the block-wise term's weight in recovery (default: finalize's)")
     parser.add_argument("--table-blocks", help="rows per table scale to compare, e.g. "
                         "1,8,32,128,0 (0: one per table); scores only, no timing")
+    parser.add_argument("--drop-pairs", action="store_true",
+                        help="score the w8a8cf plan with each pair of layers dropped; no timing")
     args = parser.parse_args()
     workload = load_workload("minilm")
+    if args.drop_pairs:
+        return drop_pairs(workload, args.threads)
     if args.table_blocks:
         return table_blocks(workload, [int(r) for r in args.table_blocks.split(",")],
                             args.threads)
