@@ -4,7 +4,7 @@ import copy
 
 import torch
 
-from autocompress.compression.structural.depth import Dropped
+from autocompress.compression.blocks import Dropped
 from autocompress.compression.training import block_targets, recovery
 from tests.test_distill import random_mlp_workload
 from tests.tiny_transformer import make_tiny_transformer

@@ -35,7 +35,7 @@ COMPRESSION_LAYERS = (
     {"structural", "weights"},
     {"training"},
     {"registry"},
-    {"fidelity", "plan", "records", "tracing", "__init__"},
+    {"blocks", "fidelity", "plan", "records", "tracing", "__init__"},
 )
 """The same inside compression/: its stages (structural/, weights/, training/) and the
 records, registry and plan every stage shares at the bottom."""

@@ -14,17 +14,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..blocks import Dropped, candidate_blocks
 from ..records import Knob, Skip
 from ..plan import DROP, Plan
 
 TECHNIQUE = "depth pruning"
-
-
-class Dropped(nn.Module):
-    """What remains of a removed block: its first input passes through unchanged."""
-
-    def forward(self, x, *args, **kwargs):
-        return x
 
 
 def block_signatures(model: nn.Module, example_args: Sequence) -> dict[str, tuple]:
@@ -48,18 +42,6 @@ def block_signatures(model: nn.Module, example_args: Sequence) -> dict[str, tupl
         for handle in handles:
             handle.remove()
     return {n: found[n] for n in names if n in found}
-
-
-def candidate_blocks(model: nn.Module) -> list[str]:
-    """Children of ModuleList/Sequential containers that are blocks (have children and weights)."""
-    out = []
-    for name, container in model.named_modules():
-        if not isinstance(container, (nn.ModuleList, nn.Sequential)):
-            continue
-        for child_name, child in container.named_children():
-            if any(True for _ in child.children()) and any(True for _ in child.parameters()):
-                out.append(f"{name}.{child_name}" if name else child_name)
-    return out
 
 
 def drop_knobs(model: nn.Module, example_args: Sequence,

@@ -1,15 +1,13 @@
 """Block-wise targets for recovery: each repeated block of the student matches the same
 block of the teacher, not just the final output.
 
-A long recovery of a width-pruned model (heads, FFN neurons, channels pruned inside each
-transformer layer or residual block) learns much faster when every block is told what its
-output should be, as TinyBERT / CoFi-style layer distillation does: the final output alone
-is one pooled vector per sample, the blocks' outputs are every token's hidden state at
-every depth. Which blocks: children of the teacher's ``nn.ModuleList`` / ``nn.Sequential``
-containers that hold weights (:func:`..structural.depth.block_signatures`'s rule), whose
-student namesake is still a block of its own (not dropped, not shared with another name)
-and returns a tensor of the teacher's shape. Models without such blocks (a plain CNN, a
-converted ONNX graph) get no extra term.
+Every block is told what its output should be, as TinyBERT / CoFi-style layer distillation
+does: the final output alone is one pooled vector per sample, the blocks' outputs are every
+token's hidden state at every depth (MiniLM, 300 steps: +0.005 cosine on a width-pruned and
+on a depth-pruned plan; ``finalize.BLOCK_WEIGHT``). Which blocks: the teacher's blocks
+(:mod:`..blocks`, the rule depth pruning uses) whose student namesake is still a block of
+its own (not dropped, not shared with another name) and returns a tensor of the teacher's
+shape. Models without blocks (a plain CNN, a converted ONNX graph) get no extra term.
 
 The term is each block's relative squared error ``|s - t|^2 / |t|^2``, averaged over the
 blocks: scale-free, so one weight serves hidden states of any magnitude.
@@ -22,7 +20,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from ..structural.depth import Dropped, candidate_blocks
+from ..blocks import Dropped, candidate_blocks
 
 
 def matched_blocks(teacher: nn.Module, student: nn.Module, example_args: Sequence) -> list[str]:
