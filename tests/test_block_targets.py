@@ -1,6 +1,7 @@
 """Block-wise recovery targets: which blocks are held to the teacher's, and that holding
 them brings the student's hidden states closer than the final output alone does."""
 import copy
+import dataclasses
 
 import torch
 
@@ -40,8 +41,7 @@ def test_a_model_without_repeated_blocks_trains_exactly_as_without_the_term():
     assert block_targets.matched_blocks(w.model, copy.deepcopy(w.model), _example(w)) == []
     config = recovery.RecoveryConfig(steps=5, lr=1e-3, batch_rows=16, threads=1)
     plain = recovery.train(_perturbed(w.model), w, config)
-    held = recovery.train(_perturbed(w.model), w, recovery.RecoveryConfig(
-        **{**config.__dict__, "block_weight": 1.0}))
+    held = recovery.train(_perturbed(w.model), w, dataclasses.replace(config, block_weight=1.0))
     assert held == plain
 
 
@@ -73,10 +73,9 @@ def test_holding_blocks_brings_hidden_states_closer_than_the_output_alone():
     results = {}
     for weight in (0.0, 1.0):
         student = _damaged(w)
-        losses = recovery.train(student, w, recovery.RecoveryConfig(
-            **{**config.__dict__, "block_weight": weight}))
+        losses = recovery.train(student, w, dataclasses.replace(config, block_weight=weight))
         results[weight] = (_block_error(w.model, student, w), losses)
     assert results[1.0][0] < 0.5 * min(results[0.0][0], before)
     again = _damaged(w)
-    assert recovery.train(again, w, recovery.RecoveryConfig(
-        **{**config.__dict__, "block_weight": 1.0})) == results[1.0][1]   # deterministic
+    assert recovery.train(again, w, dataclasses.replace(config, block_weight=1.0)) == \
+        results[1.0][1]   # deterministic
