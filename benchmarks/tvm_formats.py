@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TARGETS = ("host", "raspberry-pi-4", "raspberry-pi-5", "jetson-nano", "jetson-orin-nano")
-MAIN_FORMATS = ("float", "w8", "w4", "w8a8c", "static-qdq")
+MAIN_FORMATS = ("float", "w8", "w4", "w8a8c", "w8a8cf", "static-qdq")
 
 
 def _uniform(**settings):
