@@ -22,10 +22,6 @@ from .files import write_json_atomic
 
 FORMATS = ("onnx", "tvm")
 QUALITY_TOLERANCE = 1e-6
-TVM_TOLERANCE = 0.03
-"""Largest TVM-vs-ORT output difference on the board (run_model_tvm.py), as a share of the
-output's range: ORT's optimized weight-only int kernels differ from the dequantized math by up
-to 2.1% (backends/tvm_check.py); here the host check is stricter."""
 
 
 class ExportError(ValueError):
@@ -89,6 +85,8 @@ def _export(run_dir: Path, document: dict, record: dict, profile, fmt: str,
     if fmt == "tvm":
         result.files["tvm"], tvm_record = compile_tvm(model, profile, workload, out_dir)
         result.files["tvm_runner"] = out_dir / "run_model_tvm.py"
+        result.files["tvm_check_inputs"] = out_dir / "tvm_check_inputs.npz"
+        result.files["tvm_expected_outputs"] = out_dir / "tvm_expected_outputs.npz"
     write_json_atomic(out_dir / "export.json", {
         "run": str(run_dir), "pick": record["id"], "format": fmt, "target": profile.name,
         "plan": record["plan"], "plan_digest": record["plan_digest"],
@@ -238,48 +236,25 @@ def write_runner(out_dir: Path, model: Path, workload) -> dict[str, Path]:
     return files
 
 
-TVM_RUNNER = '''"""Run the TVM library on the board; check it against the outputs saved at export.
+def write_board_check(out_dir: Path, model: Path, workload, names: dict, shapes: dict) -> dict:
+    """The board's check inputs and ORT's graph arithmetic on them (run_model_tvm.py)."""
+    import itertools
 
-    Needs TVM's runtime on the board (e.g. pip install apache-tvm there). Usage:
-    python run_model_tvm.py
-"""
-import json
-import statistics
-import time
-from pathlib import Path
+    import onnx
 
-import numpy as np
-import tvm
-from tvm import relax
+    from .backends import tvm_check
+    from .backends.board_check import BOARD_INPUTS
 
-here = Path(__file__).resolve().parent
-manifest = json.loads((here / "export.json").read_text())
-device = tvm.cuda() if manifest["tvm"]["kind"] == "cuda" else tvm.cpu()
-vm = relax.VirtualMachine(tvm.runtime.load_module(str(here / manifest["tvm"]["library"])), device)
-names = json.loads((here / "io_names.json").read_text())
-with np.load(here / "example_inputs.npz", allow_pickle=False) as data:
-    args = [tvm.runtime.tensor(data[f"input_{i}"], device) for i in range(len(names["inputs"]))]
-with np.load(here / "expected_outputs.npz", allow_pickle=False) as data:
-    expected = [data[f"output_{i}"] for i in range(len(names["outputs"]))]
-
-
-def flat(out):
-    return [out.numpy()] if hasattr(out, "numpy") else [x for item in out for x in flat(item)]
-
-
-outputs = flat(vm["main"](*args))
-for name, got, want in zip(names["outputs"], outputs, expected):
-    got, want = got.astype(np.float64), want.astype(np.float64)   # bool exit flags too
-    share = np.abs(got - want).max() / max(np.abs(want).max(), 1e-12)   # of the output's range
-    assert got.shape == want.shape and share <= 0.03, f"{name}: differs by {share:.2%}"
-times = []
-for _ in range(30):
-    start = time.perf_counter()
-    vm["main"](*args)
-    device.sync()
-    times.append(time.perf_counter() - start)
-print(f"outputs match the export's record; median latency {statistics.median(times) * 1e3:.3f} ms")
-'''
+    feeds = list(itertools.islice(tvm_check.feeds(workload.evaluation, names["inputs"], shapes),
+                                  BOARD_INPUTS))
+    outputs = tvm_check.graph_outputs(model, feeds)
+    np.savez(out_dir / "tvm_check_inputs.npz",
+             **{f"{k}_{i}": feed[n] for k, feed in enumerate(feeds)
+                for i, n in enumerate(names["inputs"])})
+    np.savez(out_dir / "tvm_expected_outputs.npz",
+             **{f"{k}_{j}": out for k, row in enumerate(outputs) for j, out in enumerate(row)})
+    return {"check_inputs": len(feeds),
+            "requantized": len(tvm_check.requantizers(onnx.load(str(model))))}
 
 
 def compile_tvm(model: Path, profile, workload, out_dir: Path) -> tuple[Path, dict]:
@@ -314,5 +289,8 @@ def compile_tvm(model: Path, profile, workload, out_dir: Path) -> tuple[Path, di
                               f"for {profile.name}")
         record["check"] = (f"cross-compiled ({record['machine']}): not runnable here; "
                            "run_model_tvm.py checks the outputs on the board")
-    (out_dir / "run_model_tvm.py").write_text(TVM_RUNNER, encoding="utf-8")
+    record.update(write_board_check(out_dir, model, workload, names, shapes))
+    from .backends import board_check
+
+    shutil.copyfile(board_check.__file__, out_dir / "run_model_tvm.py")
     return compiled.path, record

@@ -120,7 +120,26 @@ def host_check(library, path, workload, shapes, forced_inputs: int) -> dict:
     agreement = tvm_check.compare(library, path, workload.evaluation, workload.input_names,
                                   shapes, score=workload.score, forced_inputs=forced_inputs)
     return {"ok": agreement.ok, **asdict(agreement), "seconds": time.perf_counter() - start,
-            "quality_search": search_quality(path, workload)}
+            "quality_search": search_quality(path, workload),
+            "board": board_check(library, path, workload, shapes)}
+
+
+def board_check(library, path, workload, shapes) -> dict:
+    """The export's run_model_tvm.py check (backends/board_check.py), run here on the host
+    library: what a board's must pass."""
+    import itertools
+    from dataclasses import asdict
+
+    import onnx
+
+    from autocompress.backends import board_check as board
+    from autocompress.backends import tvm_check
+
+    inputs = list(itertools.islice(tvm_check.feeds(workload.evaluation, workload.input_names,
+                                                   shapes), board.BOARD_INPUTS))
+    got = tvm_check.library_outputs(library, inputs, workload.input_names)
+    requantized = bool(tvm_check.requantizers(onnx.load(str(path))))
+    return asdict(board.verdict(got, tvm_check.graph_outputs(path, inputs), requantized))
 
 
 def search_quality(path, workload) -> float:
@@ -163,10 +182,17 @@ The host library is checked against ONNX Runtime on every evaluation input (Mini
   measures it (`pipeline.Evaluator`: the evaluation batches as they are, not padded; early-exit
   artifacts input by input): it differs where the library's shapes change the arithmetic
   (w8a8c's dynamic quantization ranges span a whole batch in the search, one sentence here).
+
+*board check on host* is the check every TVM export carries to the board (`run_model_tvm.py`,
+`backends/board_check.py`), run here on the host library: the first {board_inputs} inputs against
+ORT's graph arithmetic, every input within {board_tol:.0e} of the output range, or, where
+activations are requantized, the median input within that and a mean cosine of at least
+{board_cos}.
 """
 
 
 def render(rows: list[dict], meta: dict) -> str:
+    from autocompress.backends.board_check import BOARD_COSINE, BOARD_INPUTS, BOARD_TOLERANCE
     from autocompress.backends.tvm_check import EXACT_TOLERANCE, QUALITY_TOLERANCE
 
     carried = [t for t in TARGETS if t not in meta["targets"]]
@@ -175,10 +201,12 @@ def render(rows: list[dict], meta: dict) -> str:
         note += (f"; every {', '.join(meta['carried_models'])} row carried over from the previous "
                  "run (not rerun)")
     lines = [HEADER.format(carried=note, sentences=meta["minilm_sentences"], exact=EXACT_TOLERANCE,
-                           quality=QUALITY_TOLERANCE),
+                           quality=QUALITY_TOLERANCE, board_inputs=BOARD_INPUTS,
+                           board_tol=BOARD_TOLERANCE, board_cos=BOARD_COSINE),
              "| format | model | " + " | ".join(TARGETS)
-             + " | graph arithmetic | end to end | ORT opt. | quality: TVM / ORT / search | host vs ORT |",
-             "|---|---|" + "---|" * len(TARGETS) + "---|---|---|---|---|"]
+             + " | graph arithmetic | end to end | ORT opt. | quality: TVM / ORT / search | host vs ORT "
+             "| board check on host |",
+             "|---|---|" + "---|" * len(TARGETS) + "---|---|---|---|---|---|"]
     for r in rows:
         cells = []
         for t in TARGETS:
@@ -192,7 +220,7 @@ def render(rows: list[dict], meta: dict) -> str:
 
 def _check_cells(check: dict | None) -> list[str]:
     if check is None:
-        return ["-"] * 5
+        return ["-"] * 6
     if check["requantized"]:
         graph = (f"{check['forced']:.0e} ({check['requantized']} cut, {check['forced_inputs']} "
                  f"inputs, {check['mismatched_codes']} codes differ)")
@@ -204,7 +232,12 @@ def _check_cells(check: dict | None) -> list[str]:
     quality = (f"{check['quality']:.4f} / {check['quality_ort']:.4f} / "
                f"{check['quality_search']:.4f} ({check['metric']})"
                if check.get("quality") is not None and check["metric"] != "none" else "-")
-    return [graph, end, f"{check['optimized']:.1%}", quality, "ok" if check["ok"] else "FAILS"]
+    board = check.get("board")
+    board_cell = "-" if board is None else (
+        f"{'ok' if board['ok'] else 'FAILS'}: median {board['median']:.0e}, worst "
+        f"{board['worst']:.0e}, cosine {board['cosine']:.6f}")
+    return [graph, end, f"{check['optimized']:.1%}", quality, "ok" if check["ok"] else "FAILS",
+            board_cell]
 
 
 def _carry_over(rows: list[dict], targets) -> None:

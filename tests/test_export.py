@@ -210,3 +210,64 @@ def test_an_early_exit_trial_re_measures_to_its_recorded_quality(tmp_path):
     assert metrics.early_exit and 0 < metrics.early_exit["exit_rate"] < 1
     assert abs(batchwise - metrics.quality) > 1e-6      # the old re-measurement disagreed
     assert check_quality(path, workload, record) == pytest.approx(metrics.quality, abs=1e-9)
+
+
+def _board_export(tmp_path, **settings) -> Path:
+    """A TVM export folder for the host, as `export` writes it, of the tiny MLP under a
+    uniform plan (the board check is the runner's, whatever the target)."""
+    from autocompress.api import discover_knobs
+    from autocompress.compression.apply import apply_plan
+    from autocompress.compression.weights.knobs import uniform_plan
+    from autocompress.device_profiles import resolve_target
+    from autocompress.export import compile_tvm, write_runner
+    from tests.tiny_workload import make_workload
+
+    workload = make_workload()
+    folder = tmp_path / "board"
+    folder.mkdir()
+    model = apply_plan(uniform_plan(discover_knobs(workload), **settings), workload,
+                       folder / "model.onnx").path
+    write_runner(folder, model, workload)
+    _, record = compile_tvm(model, resolve_target("host"), workload, folder)
+    (folder / "export.json").write_text(json.dumps({"tvm": record}))
+    return folder
+
+
+def _run_board_check(folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run_model_tvm.py"], cwd=folder, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _scale_expected(folder: Path, factor: float, first_only: bool = False) -> None:
+    import numpy as np
+
+    path = folder / "tvm_expected_outputs.npz"
+    with np.load(path) as data:
+        arrays = {k: v * factor if not first_only or k.startswith("0_") else v
+                  for k, v in data.items()}
+    np.savez(path, **arrays)
+
+
+def test_the_board_check_of_a_requantized_graph_uses_the_median_input_and_the_cosine(tmp_path):
+    folder = _board_export(tmp_path, quant="w8", calibration="minmax")   # static QDQ
+    record = json.loads((folder / "export.json").read_text())["tvm"]
+    assert record["requantized"] > 0 and record["check_inputs"] == 8
+    ran = _run_board_check(folder)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "outputs match the export's record: 8 check inputs" in ran.stdout
+    assert "requantized graph" in ran.stdout
+    _scale_expected(folder, 1.02, first_only=True)     # one input off: the median holds
+    assert _run_board_check(folder).returncode == 0
+    _scale_expected(folder, 1.02)                      # every input off by 2% of its range
+    ran = _run_board_check(folder)
+    assert ran.returncode == 1 and "outputs differ from the export's record" in ran.stderr
+
+
+def test_the_board_check_of_a_float_graph_holds_every_input(tmp_path):
+    folder = _board_export(tmp_path, quant="w4")
+    assert json.loads((folder / "export.json").read_text())["tvm"]["requantized"] == 0
+    ran = _run_board_check(folder)
+    assert ran.returncode == 0 and "(limit 1e-03)" in ran.stdout, ran.stderr[-2000:]
+    _scale_expected(folder, 1.002, first_only=True)    # one input off by 0.2% of its range
+    ran = _run_board_check(folder)
+    assert ran.returncode == 1 and "worst 2.0e-03" in ran.stderr

@@ -152,6 +152,25 @@ def compare(library: Path | str, onnx_path: Path | str, batches: Sequence[Mappin
     return tally.agreement(len(quantizers), *_qualities(score, outputs))
 
 
+def library_outputs(library: Path | str, inputs: Sequence[Mapping],
+                    input_names: Sequence[str]) -> list[list[np.ndarray]]:
+    """A host library's outputs on each input."""
+    from .tvm_compile import load_local
+
+    vm = load_local(library)
+    return [_run(vm, [feed[n] for n in input_names]) for feed in inputs]
+
+
+def graph_outputs(onnx_path: Path | str, inputs: Sequence[Mapping]) -> list[list[np.ndarray]]:
+    """ONNX Runtime's graph arithmetic (optimizations off) on each input: what a board's
+    library is compared with by the export's ``run_model_tvm.py``, where no scorer runs."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    plain = _plain_session(model, [o.name for o in model.graph.output])
+    return [plain.session.run(plain.names, dict(feed)) for feed in inputs]
+
+
 @dataclass
 class _Tally:
     """Worst figures so far."""
