@@ -181,6 +181,8 @@ def _ratio_range(rows: list, key: str) -> list | None:
 
 def report(summary: dict) -> None:
     name = summary["workload"]
+    if summary.get("carried_over"):
+        print(f"\n{name}: carried over from the previous run of this benchmark (not rerun)")
     print(f"\n{name}: {summary['front_points']}-point front from {summary['search_trials']} "
           f"trials ({summary['search_s']:.0f} s); TVM exports: {summary['exports_ok']} of "
           f"{summary['exports']} succeeded")
@@ -223,6 +225,17 @@ def _hits(hits) -> str:
     return "-" if not hits else f"{hits['hits']}/{hits['tasks']}"
 
 
+def _carry_workloads(results: dict, out: Path, rerun: list[str]) -> None:
+    """Workloads not run now keep their figures from the previous results file, marked so
+    (``--workloads minilm`` does not drop digits-cnn's)."""
+    if not out.exists():
+        return
+    previous = json.loads(out.read_text())
+    for model, summary in previous.get("workloads", {}).items():
+        if model not in rerun:
+            results["workloads"][model] = {**summary, "carried_over": True}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workloads", default="digits-cnn,minilm")
@@ -251,6 +264,7 @@ def main() -> None:
                "tune_trials_per_finalist": args.tune_trials, "cores": os.cpu_count(),
                "workloads": {}}
     out = Path(args.out)
+    _carry_workloads(results, out, args.workloads.split(","))
     fronts = {}
     for model in args.workloads.split(","):
         run = Path(cache) / f"run-{model}"
