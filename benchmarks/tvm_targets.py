@@ -10,7 +10,7 @@ small trial budget, the tuning database's hit rate over the front, and tuned TVM
 
     .venv/bin/python benchmarks/tvm_targets.py [--workloads digits-cnn,minilm]
         [--digits-trials 16] [--minilm-trials 8] [--tune digits-cnn] [--finalists 1]
-        [--tune-trials 8]
+        [--tune-trials 8] [--rpc minilm] [--rpc-trials 4]
     .venv/bin/python benchmarks/tvm_targets.py --report     # the figures of the last run again
 
 Tuning runs only for the workloads named by ``--tune`` (after every export, so it cannot
@@ -118,6 +118,42 @@ def _export_words(row: dict) -> str:
     return f"ok, compile {row['compile_s']:.1f} s" if row["ok"] else f"FAILED: {row['error']}"
 
 
+def rpc_search(model: str, trials: int, run: Path) -> dict:
+    """``autocompress search --model M --target host --rpc-tracker ... --cost measured``, as a
+    user types it, against TVM's tracker and one RPC server on loopback
+    (``tvm_rpc.local_farm``): every candidate compiled with TVM, uploaded and timed on the
+    board. Runs after the workload's first search, so its sensitivity analysis is cached."""
+    import optuna
+
+    from autocompress.backends import tvm_rpc
+    from autocompress.cli import main
+
+    start = time.perf_counter()
+    with tvm_rpc.local_farm(1) as device:
+        code = main(["search", "--model", model, "--target", "host", "--trials", str(trials),
+                     "--rpc-tracker", f"{tvm_rpc.LOOPBACK}:{device.tracker_port}",
+                     "--rpc-key", device.key, "--cost", "measured", "--finalize", "0",
+                     "--out", str(run)])
+    seconds = time.perf_counter() - start
+    if code != 0:
+        return {"exit_code": code, "seconds": seconds}
+    document = json.loads((run / "pareto.json").read_text())
+    study = optuna.load_study(study_name="autocompress", storage=document["study"]["storage"])
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    points = []
+    for point in document["front"]:
+        latency = point["provenance"]["latency_s"]
+        points.append({"id": point["id"], "size_bytes": point["size_bytes"],
+                       "quality": point["quality"], "latency_s": point["latency_s"],
+                       "kind": latency["kind"], "rpc": latency.get("rpc"),
+                       "repeats": latency.get("repeats"),
+                       "tvm_compile_s": point["timings_s"].get("tvm_compile"),
+                       "device_s": point["timings_s"].get("device")})
+    return {"exit_code": code, "seconds": seconds, "trials": len(states),
+            "complete": states.count("COMPLETE"), "failed": states.count("FAIL"),
+            "points": points}
+
+
 def tune_front(run: Path, front: list, rows: list, workload, finalists: int,
                trials: int) -> list:
     """Tune the finalists for host, then read every point's hit rate and tuned latency."""
@@ -198,6 +234,17 @@ def report(summary: dict) -> None:
         if summary[key]:
             low, high = summary[key]
             print(f"{name} on host: {words} TVM takes {low:.1f}-{high:.1f}x ONNX Runtime's latency")
+    rpc = summary.get("rpc")
+    if rpc and rpc.get("exit_code") == 0:
+        measured = sum(p["kind"] == "measured" for p in rpc["points"])
+        print(f"{name} over TVM RPC on loopback (search --rpc-tracker --cost measured): "
+              f"{rpc['complete']} of {rpc['trials']} trials complete, {rpc['failed']} failed, "
+              f"{rpc['seconds']:.0f} s; {measured} of {len(rpc['points'])} front points measured "
+              "on the board: " + ", ".join(
+                  f"{p['id']}: {p['size_bytes'] / 1e6:.1f} MB, {p['quality']:.4f}, "
+                  f"{p['latency_s'] * 1e3:.1f} ms ({p['repeats']} runs)" for p in rpc["points"]))
+    elif rpc:
+        print(f"{name} over TVM RPC: the search exited with {rpc['exit_code']}")
     if summary["tuning"]:
         print(f"{name} tuning: {summary['tuning_s']:.0f} s for point(s) "
               f"{', '.join(map(str, summary['tuned_points']))}; failed kernels: "
@@ -246,6 +293,9 @@ def main() -> None:
     parser.add_argument("--finalists", type=int, default=1, help="front points to tune, per workload")
     parser.add_argument("--tune-trials", type=int, default=8,
                         help="MetaSchedule trials per finalist (at least one per kernel)")
+    parser.add_argument("--rpc", default="", help="workloads also searched over TVM RPC on "
+                        "loopback, every candidate measured on the board (e.g. minilm)")
+    parser.add_argument("--rpc-trials", type=int, default=4)
     parser.add_argument("--out", default=str(ROOT / "results" / "tvm_targets.json"))
     parser.add_argument("--report", action="store_true", help="print the figures of --out again")
     args = parser.parse_args()
@@ -260,6 +310,7 @@ def main() -> None:
 
     trials = {"digits-cnn": args.digits_trials, "minilm": args.minilm_trials}
     tuned = [m for m in args.tune.split(",") if m]
+    rpc_models = [m for m in args.rpc.split(",") if m]
     results = {"targets": list(TARGETS), "tuned_workloads": tuned, "finalists": args.finalists,
                "tune_trials_per_finalist": args.tune_trials, "cores": os.cpu_count(),
                "workloads": {}}
@@ -273,14 +324,19 @@ def main() -> None:
         rows = point_rows(run, document["front"], load_workload(model))
         fronts[model] = (run, document["front"], rows)
         results["workloads"][model] = summarise(model, trials[model], search_s, rows, [])
+        if model in rpc_models:
+            print(f"{model}: searching over TVM RPC ({args.rpc_trials} trials)", flush=True)
+            results["workloads"][model]["rpc"] = rpc_search(model, args.rpc_trials,
+                                                            Path(cache) / f"rpc-{model}")
         out.write_text(json.dumps(results, indent=2, default=str) + "\n")   # partial results
     for model in tuned:
         run, front, rows = fronts[model]
         tuning = tune_front(run, front, rows, load_workload(model), args.finalists,
                             args.tune_trials)
         summary = results["workloads"][model]
-        results["workloads"][model] = summarise(model, trials[model], summary["search_s"],
-                                                rows, tuning)
+        results["workloads"][model] = {**summarise(model, trials[model], summary["search_s"],
+                                                   rows, tuning),
+                                       **({"rpc": summary["rpc"]} if "rpc" in summary else {})}
     for summary in results["workloads"].values():
         report(summary)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
