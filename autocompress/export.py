@@ -238,23 +238,16 @@ def write_runner(out_dir: Path, model: Path, workload) -> dict[str, Path]:
 
 def write_board_check(out_dir: Path, model: Path, workload, names: dict, shapes: dict) -> dict:
     """The board's check inputs and ORT's graph arithmetic on them (run_model_tvm.py)."""
-    import itertools
-
-    import onnx
-
     from .backends import tvm_check
-    from .backends.board_check import BOARD_INPUTS
 
-    feeds = list(itertools.islice(tvm_check.feeds(workload.evaluation, names["inputs"], shapes),
-                                  BOARD_INPUTS))
-    outputs = tvm_check.graph_outputs(model, feeds)
+    reference = tvm_check.board_reference(model, workload.evaluation, names["inputs"], shapes)
     np.savez(out_dir / "tvm_check_inputs.npz",
-             **{f"{k}_{i}": feed[n] for k, feed in enumerate(feeds)
+             **{f"{k}_{i}": feed[n] for k, feed in enumerate(reference.inputs)
                 for i, n in enumerate(names["inputs"])})
     np.savez(out_dir / "tvm_expected_outputs.npz",
-             **{f"{k}_{j}": out for k, row in enumerate(outputs) for j, out in enumerate(row)})
-    return {"check_inputs": len(feeds),
-            "requantized": len(tvm_check.requantizers(onnx.load(str(model))))}
+             **{f"{k}_{j}": out for k, row in enumerate(reference.outputs)
+                for j, out in enumerate(row)})
+    return {"check_inputs": len(reference.inputs), "requantized": reference.requantized}
 
 
 def compile_tvm(model: Path, profile, workload, out_dir: Path) -> tuple[Path, dict]:

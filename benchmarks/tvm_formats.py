@@ -127,19 +127,14 @@ def host_check(library, path, workload, shapes, forced_inputs: int) -> dict:
 def board_check(library, path, workload, shapes) -> dict:
     """The export's run_model_tvm.py check (backends/board_check.py), run here on the host
     library: what a board's must pass."""
-    import itertools
     from dataclasses import asdict
-
-    import onnx
 
     from autocompress.backends import board_check as board
     from autocompress.backends import tvm_check
 
-    inputs = list(itertools.islice(tvm_check.feeds(workload.evaluation, workload.input_names,
-                                                   shapes), board.BOARD_INPUTS))
-    got = tvm_check.library_outputs(library, inputs, workload.input_names)
-    requantized = bool(tvm_check.requantizers(onnx.load(str(path))))
-    return asdict(board.verdict(got, tvm_check.graph_outputs(path, inputs), requantized))
+    reference = tvm_check.board_reference(path, workload.evaluation, workload.input_names, shapes)
+    got = tvm_check.library_outputs(library, reference.inputs, workload.input_names)
+    return asdict(board.verdict(got, reference.outputs, bool(reference.requantized)))
 
 
 def search_quality(path, workload) -> float:

@@ -161,14 +161,30 @@ def library_outputs(library: Path | str, inputs: Sequence[Mapping],
     return [_run(vm, [feed[n] for n in input_names]) for feed in inputs]
 
 
-def graph_outputs(onnx_path: Path | str, inputs: Sequence[Mapping]) -> list[list[np.ndarray]]:
-    """ONNX Runtime's graph arithmetic (optimizations off) on each input: what a board's
-    library is compared with by the export's ``run_model_tvm.py``, where no scorer runs."""
+@dataclass(frozen=True)
+class BoardReference:
+    """What the export's ``run_model_tvm.py`` compares a board's library with, where no
+    scorer runs: the first evaluation inputs at the library's static shapes, ORT's graph
+    arithmetic (optimizations off) on each, and how many quantizers requantize activations."""
+
+    inputs: list[dict]
+    outputs: list[list[np.ndarray]]
+    requantized: int
+
+
+def board_reference(onnx_path: Path | str, batches: Sequence[Mapping],
+                    input_names: Sequence[str], shapes: Mapping[str, tuple]) -> BoardReference:
+    import itertools
+
     import onnx
 
+    from .board_check import BOARD_INPUTS
+
     model = onnx.load(str(onnx_path))
+    inputs = list(itertools.islice(feeds(batches, input_names, shapes), BOARD_INPUTS))
     plain = _plain_session(model, [o.name for o in model.graph.output])
-    return [plain.session.run(plain.names, dict(feed)) for feed in inputs]
+    return BoardReference(inputs, [plain.session.run(plain.names, feed) for feed in inputs],
+                          len(requantizers(model)))
 
 
 @dataclass
@@ -401,11 +417,7 @@ def _qualities(score, outputs: Mapping[str, list]) -> tuple:
 
 
 def _difference(got: list, want: list) -> float:
-    worst = 0.0
-    for a, b in zip(got, want, strict=True):
-        if a.shape != b.shape:
-            return float("inf")
-        b = b.astype(np.float64)
-        scale = max(float(np.abs(b).max()) if b.size else 0.0, 1e-12)
-        worst = max(worst, float(np.abs(a.astype(np.float64) - b).max()) / scale if b.size else 0.0)
-    return worst
+    """The worst of the outputs' differences, each as a share of the ORT tensor's range."""
+    from .board_check import share
+
+    return max((share(a, b) for a, b in zip(got, want, strict=True)), default=0.0)
