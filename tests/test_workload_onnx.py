@@ -86,6 +86,30 @@ def test_free_dimensions_need_a_shape_and_take_the_one_given(tmp_path):
     assert workload.synthetic_inputs and "synthetic" in workload.description
 
 
+def test_a_placeholder_on_several_axes_is_not_one_dimension(tmp_path):
+    """Paddle2ONNX writes "?" on every free axis (rapidocr's text-direction classifier:
+    x [-1, 3, ?, ?]); a 48x192 image must not be refused as two sizes of one dimension."""
+    path = foreign_models.image_model(tmp_path / "image.onnx")
+    model = onnx.load(str(path))
+    for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.dim_param = "?"
+    onnx.save(model, str(path))
+    with pytest.raises(WorkloadError, match=r"free dimension at axis 2: give --input-shape"):
+        load_workload(str(path))
+    workload = load_workload(str(path), input_shapes=["image=1x3x24x32"])
+    assert workload.example["image"].shape == (1, 3, 24, 32)
+
+
+def test_one_named_dimension_given_two_sizes_names_both_places(tmp_path):
+    path = foreign_models.image_model(tmp_path / "image.onnx")
+    model = onnx.load(str(path))
+    model.graph.input[0].type.tensor_type.shape.dim[3].dim_param = "H"
+    onnx.save(model, str(path))
+    with pytest.raises(WorkloadError, match=r"dimension 'H' is 24 at 'image' axis 2 and 32 at "
+                                            r"'image' axis 3"):
+        load_workload(str(path), input_shapes=["image=1x3x24x32"])
+
+
 def test_a_free_batch_dimension_is_one(tmp_path):
     workload = load_workload(str(foreign_models.constant_mlp(tmp_path / "mlp.onnx")))
     assert workload.example["x"].shape == (1, 64)

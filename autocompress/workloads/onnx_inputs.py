@@ -52,9 +52,16 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         if not value.type.HasField("tensor_type"):
             raise InputError(f"input {value.name!r} is not a tensor (sequences and maps are not supported)")
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else
-                     (d.dim_param or None) for d in tensor.shape.dim)
+                     _dimension_name(d.dim_param) for d in tensor.shape.dim)
         specs.append(InputSpec(value.name, helper.tensor_dtype_to_np_dtype(tensor.elem_type).type, dims))
     return specs
+
+
+def _dimension_name(text: str) -> str | None:
+    """A symbolic dimension's name, or None where the exporter wrote a placeholder for
+    "unknown" rather than a name ("?": Paddle2ONNX, on every free axis of an OCR model's
+    image): two axes that share a placeholder are not the same dimension."""
+    return text if re.search(r"[A-Za-z]", text) else None
 
 
 def parse_shapes(texts: Sequence[str], specs: Sequence[InputSpec]) -> dict[str, tuple[int, ...]]:
@@ -90,12 +97,14 @@ def _show(dims: tuple) -> str:
 def resolve_shapes(specs: Sequence[InputSpec], given: Mapping[str, tuple]) -> dict[str, tuple]:
     """Every input's concrete shape (see the module docstring for the rules)."""
     bound: dict[str, int] = {}
+    where: dict[str, str] = {}
     for spec in specs:
-        for want, got in zip(spec.dims, given.get(spec.name, ())):
+        for axis, (want, got) in enumerate(zip(spec.dims, given.get(spec.name, ()))):
             if isinstance(want, str):
+                where.setdefault(want, f"{spec.name!r} axis {axis}")
                 if bound.setdefault(want, got) != got:
-                    raise InputError(f"--input-shape: dimension {want!r} is {bound[want]} in one "
-                                     f"input and {got} in {spec.name!r}")
+                    raise InputError(f"--input-shape: dimension {want!r} is {bound[want]} at "
+                                     f"{where[want]} and {got} at {spec.name!r} axis {axis}")
     for spec in specs:
         if spec.dims and isinstance(spec.dims[0], str) and spec.name not in given:
             bound.setdefault(spec.dims[0], 1)
