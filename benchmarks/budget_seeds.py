@@ -69,7 +69,7 @@ def main() -> None:
             built = [{r: f"{v:.4g}" for r, v in a.get("measured", {}).items()}
                      for a in solution["attempts"]]
             print(f"solution at {solution['fraction']:.2f} of the budget, "
-                  f"{'coarse' if solution['coarse'] else 'per unit'}, start "
+                  f"{solution.get('shape', 'coarse' if solution['coarse'] else 'per unit')}, start "
                   f"{solution.get('start')}: built {built}")
         config = finalize.FinalizeConfig()
         for params in plans.seeds:

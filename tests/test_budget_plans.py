@@ -55,3 +55,51 @@ def test_format_savings_share_each_uniform_plans_predicted_saving_by_parameters(
                 1e-9 * abs(pieces[0] / sizes[units[0]]) + 1e-18
     assert sum(savings[(u, "w8a8")]["latency"] for u in sizes
                if (u, "w8a8") in savings) != 0.0
+
+
+class _Sleeper:
+    """A session whose every run takes ``seconds`` of wall time, whatever the CPU does."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def get_inputs(self):
+        return []
+
+    def run(self, _, feed):
+        import time
+        time.sleep(self.seconds)
+
+
+def test_relative_latency_is_the_ratio_of_the_two_sessions_timed_in_turn():
+    from autocompress.backends import ort_runner
+
+    config = ort_runner.TimingConfig(warmup=1, repeat=5, threads=1)
+    ratio = ort_runner.relative_latency(_Sleeper(0.006), _Sleeper(0.002), {}, config, rounds=3)
+    assert 2.0 < ratio < 4.0
+
+
+def test_the_host_clock_times_only_where_the_host_is_measured(tmp_path):
+    """A host target measured: the seeds' latencies are ratios to the uncompressed model
+    timed beside them, times its latency at the start (the uncompressed model itself reads
+    about that); another target, or ``--cost predicted``: its cost model, no clock."""
+    from autocompress.budget_plans import HostClock, _numbers
+    from autocompress.compression.plan import Plan
+    from autocompress.cost_models.layers import describe
+    from autocompress.device_profiles.profile import resolve_target
+    from autocompress.pipeline import Evaluator
+
+    from tests.tiny_workload import make_workload
+
+    workload = make_workload()
+    host = Evaluator(workload, resolve_target("host"), artifact_root=tmp_path)
+    assert HostClock.of(Evaluator(workload, resolve_target("raspberry-pi-4"),
+                                  artifact_root=tmp_path)) is None
+    assert HostClock.of(Evaluator(workload, resolve_target("host"), artifact_root=tmp_path,
+                                  cost="predicted")) is None
+    clock = HostClock.of(host)
+    assert clock is not None and clock.uncompressed_s > 0
+    timed = _numbers(host, Plan(), clock)["latency"]
+    assert 0.2 < timed / clock.uncompressed_s < 5.0
+    graph = describe(host.artifact_path(Plan()), host.latency_shapes)
+    assert _numbers(host, Plan())["latency"] == host.cost_model.predict(graph).latency_s

@@ -263,3 +263,97 @@ def test_a_latency_limit_takes_fast_formats_before_pruning():
                for values in itertools.product(*(k.choices for k in knobs))
                if true_latency(params := {k.key: v for k, v in zip(knobs, values)}) <= 9.0)
     assert budget_solver.total_drop(found, problem) == pytest.approx(best)
+
+
+def three_block_instance(limit: float):
+    """Three blocks of 10 ms each (30 ms uncompressed); int8 kernels save 4 ms per block at
+    a small drop, dropping a block saves its 10 ms at a drop that differs per block."""
+    blocks = [f"layers.{i}" for i in range(3)]
+    knobs = [Knob(b, "drop", (False, True), "d") for b in blocks] + \
+        [Knob(b + ".fc", "quant", ("float", "w8a8"), "q") for b in blocks] + \
+        [Knob(b + ".fc", "prune_ratio", (0.0, 0.5), "p") for b in blocks]
+    block_drop = {"layers.0": 0.05, "layers.1": 0.01, "layers.2": 0.03}
+
+    def drop(k, c):
+        return {"drop": block_drop.get(k.unit), "quant": 0.002,
+                "prune_ratio": 0.004}[k.name]
+
+    latency = {"drop": 10.0, "quant": 4.0, "prune_ratio": 5.0}
+    problem = budget_solver.build_problem(
+        knobs, drop, {"size": lambda k, c: 1.0, "latency": lambda k, c: latency[k.name]},
+        {"size": 300.0, "latency": 30.0}, {"latency": limit},
+        lambda k, c: {k.unit + ".fc" if k.name == "drop" else k.unit: 100.0},
+        {b + ".fc": 100.0 for b in blocks})
+    return blocks, knobs, problem
+
+
+def true_latency(params, blocks):
+    return sum(10.0 * (0.6 if params[f"{b}.fc:quant"] == "w8a8" else 1.0)
+               * (0.5 if params[f"{b}.fc:prune_ratio"] == 0.5 else 1.0)
+               for b in blocks if not params[f"{b}:drop"])
+
+
+def test_depth_plans_drop_whole_blocks_and_tie_the_formats_of_the_rest():
+    """14 ms of 30: int8 everywhere (18 ms) is not enough. The depth shape prunes nothing:
+    it drops the block that loses least and gives the two kept blocks the same format; the
+    dropped block's units take none (a tie across every block would forbid int8 beside a
+    drop and leave two blocks dropped in float)."""
+    blocks, knobs, problem = three_block_instance(14.0)
+    depth = solve(problem.depth(), knobs)
+    assert [b for b in blocks if depth[f"{b}:drop"]] == ["layers.1"]
+    assert depth["layers.0.fc:quant"] == depth["layers.2.fc:quant"] == "w8a8"
+    assert depth["layers.1.fc:quant"] == "float"
+    assert not any(depth[f"{b}.fc:prune_ratio"] for b in blocks)
+    assert true_latency(depth, blocks) <= 14.0
+    # the exhaustive optimum of the depth space: drops, and one format for every kept block
+    best = min(budget_solver.total_drop(p, problem)
+               for d in itertools.product((False, True), repeat=3)
+               for q in ("float", "w8a8")
+               if true_latency(p := {**{f"{b}:drop": x for b, x in zip(blocks, d)},
+                                     **{f"{b}.fc:quant": "float" if x else q
+                                        for b, x in zip(blocks, d)},
+                                     **{f"{b}.fc:prune_ratio": 0.0 for b in blocks}},
+                               blocks) <= 14.0)
+    assert budget_solver.total_drop(depth, problem) == pytest.approx(best)
+
+
+def test_a_latency_limit_seeds_the_depth_plan_first():
+    blocks, knobs, problem = three_block_instance(14.0)
+    seeds, records = budget_solver.budget_seeds(problem, knobs, ladder=(1.0,))
+    assert [r["shape"] for r in records] == ["depth", "coarse", "per unit"]
+    assert [b for b in blocks if seeds[0][f"{b}:drop"]] == ["layers.1"]
+    size_only = problem.with_limits({"size": 200.0})
+    _, records = budget_solver.budget_seeds(size_only, knobs, ladder=(1.0,))
+    assert [r["shape"] for r in records] == ["coarse", "per unit"]
+
+
+def test_one_of_the_repeated_blocks_is_always_kept():
+    """2 ms of 30 needs every block dropped by the program's model: no plan, not an empty
+    model (MiniLM at 1.75 ms: the depth seed dropped all six layers)."""
+    blocks, knobs, problem = three_block_instance(2.0)
+    assert solve(problem.depth(), knobs) is None
+    found = solve(problem.depth().with_limits({"latency": 6.0}), knobs)
+    assert sum(found[f"{b}:drop"] for b in blocks) == 2
+
+
+def test_depth_plans_store_every_unit_inside_the_blocks_in_one_format():
+    """Two units per block; int8 kernels cost b ten times what they cost a. By each unit's
+    own drop, one block dropped with int8 on the a units only is the cheapest plan within
+    16 ms of 30; a float unit beside int8 ones runs slower than the program's sum says, so
+    the depth plan gives every unit in the blocks one format (here: two blocks dropped)."""
+    blocks = [f"layers.{i}" for i in range(3)]
+    knobs = [Knob(b, "drop", (False, True), "d") for b in blocks] + \
+        [Knob(f"{b}.{u}", "quant", ("float", "w8a8"), "q") for b in blocks for u in "ab"]
+    block_drop = {"layers.0": 0.05, "layers.1": 0.01, "layers.2": 0.03}
+    problem = budget_solver.build_problem(
+        knobs, lambda k, c: block_drop[k.unit] if k.name == "drop"
+        else (0.001 if k.unit.endswith(".a") else 0.02),
+        {"size": lambda k, c: 1.0, "latency": lambda k, c: 10.0 if k.name == "drop" else 2.0},
+        {"size": 300.0, "latency": 30.0}, {"latency": 16.0})
+    fine = solve(problem, knobs)
+    assert sum(fine[f"{b}:drop"] for b in blocks) == 1
+    assert {fine[f"{b}.b:quant"] for b in blocks} == {"float"}
+    depth = solve(problem.depth(), knobs)
+    assert [b for b in blocks if depth[f"{b}:drop"]] == ["layers.1", "layers.2"]
+    kept = [b for b in blocks if not depth[f"{b}:drop"]]
+    assert all(depth[f"{b}.a:quant"] == depth[f"{b}.b:quant"] for b in kept)

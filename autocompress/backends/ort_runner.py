@@ -70,6 +70,16 @@ def measure_latency(session: ort.InferenceSession, example: dict,
     return LatencyMeasurement(*spread(times), config.repeat)
 
 
+def relative_latency(session: ort.InferenceSession, reference: ort.InferenceSession,
+                     example: dict, config: TimingConfig = TimingConfig(),
+                     rounds: int = 5) -> float:
+    """Median over ``rounds`` of ``session``'s median latency over ``reference``'s, the two
+    timed in turn: a ratio holds where this machine's speed swings between moments."""
+    ratios = [measure_latency(session, example, config).median_s
+              / measure_latency(reference, example, config).median_s for _ in range(rounds)]
+    return statistics.median(ratios)
+
+
 def spread(times: Sequence[float]) -> tuple[float, float, float]:
     """(median, p10, p90) of timed runs: the one definition every measured latency uses."""
     q = statistics.quantiles(times, n=10)

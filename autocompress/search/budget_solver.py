@@ -24,6 +24,7 @@ params): no model here.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
@@ -68,7 +69,10 @@ class Problem:
     limits: dict[str, float] = field(default_factory=dict)
     unit_params: dict[str, float] = field(default_factory=dict)
     tied: bool = False
-    """Coarse plans: every unit of one kind (``layers.*.ffn``) takes the same choice."""
+    """Coarse plans: every unit of one kind (``layers.*.ffn``) takes the same choice (a unit
+    inside a dropped block excepted: it takes none)."""
+    shape: str = "per unit"
+    """What :func:`budget_seeds` records: "per unit", "coarse" or "depth"."""
 
     def scaled(self, fraction: float) -> "Problem":
         return replace(self, limits={r: v * fraction for r, v in self.limits.items()})
@@ -83,7 +87,25 @@ class Problem:
         layer's drop shaped away), the tied plan dropped the other 5 of 6 layers."""
         groups = {g: [o for o in opts if o.knob.name not in (DROP, SHARE)]
                   for g, opts in self.groups.items()}
-        return replace(self, tied=True, groups={g: opts for g, opts in groups.items() if opts})
+        return replace(self, tied=True, shape="coarse",
+                       groups={g: opts for g, opts in groups.items() if opts})
+
+    def depth(self) -> "Problem":
+        """One weight format for everything inside the droppable blocks (and one per kind of
+        unit outside them), and blocks dropped one by one as the only structure: the shape
+        recovery restores best at a given speed, and the fastest (MiniLM on host, three
+        layers dropped: float k and v projections beside int8 ones measured 2.85 ms, all
+        int8 1.88 ms; the program prices each unit's format alone). MiniLM in w8a8cf with 8-bit tables
+        (``benchmarks/int8_parity.py``): layers 1 and 3 dropped kept cosine 0.853 untrained
+        and 0.951 after 300 recovery steps, a quarter of the heads and half of the FFN
+        neurons pruned in every layer (about as fast) 0.614 and 0.901."""
+        groups = {g: [o for o in opts if g[1] == "weight" or o.knob.name == DROP]
+                  for g, opts in self.groups.items()}
+        return replace(self, tied=True, shape="depth",
+                       groups={g: opts for g, opts in groups.items() if opts})
+
+    def droppable(self) -> bool:
+        return any(o.knob.name == DROP for opts in self.groups.values() for o in opts)
 
     def to_dict(self) -> dict:
         """Plain JSON (stored with the study, so every worker repairs plans the same way)."""
@@ -166,6 +188,12 @@ def solve(problem: Problem, knobs: Sequence[Knob]) -> dict | None:
         row = [0.0] * (n + m)
         row[i], row[j], row[n + k] = -1.0, -1.0, 1.0
         add(row, -1.0, np.inf)
+    droppable = [i for i, (_, o) in enumerate(options) if o.knob.name == DROP and o.choice is True]
+    if len(droppable) > 1:      # one of the repeated blocks is kept (all dropped: no model)
+        row = [0.0] * (n + m)
+        for i in droppable:
+            row[i] = 1.0
+        add(row, 0.0, len(droppable) - 1.0)
     for block in _dropped_blocks(options):  # a dropped block takes nothing inside it
         row = [0.0] * (n + m)
         for i, (g, o) in enumerate(options):
@@ -174,12 +202,21 @@ def solve(problem: Problem, knobs: Sequence[Knob]) -> dict | None:
             elif g[0].startswith(block + "."):
                 row[i] = 1.0
         add(row, 0.0, float(n))
-    if problem.tied:
-        for members in _kinds(options):     # x_i == x_j across the units of one kind
-            for i, j in zip(members, members[1:]):
+    if problem.tied:     # x_i == x_j across the units of one kind, but in a dropped block
+        drops = {o.knob.unit: i for i, (_, o) in enumerate(options)
+                 if o.knob.name == DROP and o.choice is True}
+        for members in _kinds(options, drops if problem.shape == "depth" else ()):
+            if options[members[0]][1].knob.name == DROP:
+                continue                    # blocks are dropped one by one
+            pairs = (itertools.permutations(members, 2) if drops     # x_i >= x_j - d(i's block)
+                     else zip(members, members[1:]))                  # x_i == x_j
+            for i, j in pairs:
                 row = [0.0] * (n + m)
                 row[i], row[j] = 1.0, -1.0
-                add(row, 0.0, 0.0)
+                block = _block_of(options[i][0][0], drops)
+                if block is not None:
+                    row[drops[block]] = 1.0
+                add(row, 0.0, np.inf if drops else 0.0)
     result = milp(cost, integrality=np.concatenate([np.ones(n), np.zeros(m)]),
                   bounds=Bounds(0, 1), constraints=LinearConstraint(np.array(rows), lower, upper),
                   options={"time_limit": TIME_LIMIT_S, "mip_rel_gap": MIP_GAP})
@@ -228,13 +265,19 @@ def kind_of(unit: str) -> str:
     return re.sub(r"\.\d+(?=\.|$)", ".*", unit)
 
 
-def _kinds(options) -> list[list[int]]:
-    """Indices of the same knob and choice on every unit of one kind (two or more units)."""
+def _kinds(options, blocks=()) -> list[list[int]]:
+    """Indices of the same knob and choice on every unit of one kind (two or more units);
+    units inside any of ``blocks`` are all of one kind."""
     by_kind: dict[tuple, list[int]] = {}
     for i, (_, o) in enumerate(options):
-        key = (kind_of(o.knob.unit), o.knob.name, repr(o.choice))
+        kind = "blocks" if _block_of(o.knob.unit, blocks) else kind_of(o.knob.unit)
+        key = (kind, o.knob.name, repr(o.choice))
         by_kind.setdefault(key, []).append(i)
     return [members for members in by_kind.values() if len(members) > 1]
+
+
+def _block_of(unit: str, blocks) -> str | None:
+    return next((b for b in blocks if unit.startswith(b + ".")), None)
 
 
 def _dropped_blocks(options) -> list[str]:
@@ -317,9 +360,13 @@ def _alternate_from(formats: dict, problem: Problem, knobs, weights_after, round
         base = dict(problem.base)
         base["size"] = base.get("size", 0.0) - sum(saving.values())
         _less_timed_savings(base, weight_groups, formats)   # the formats' savings stand
+        # a structure removes its share of what is left of the time, not of the float model's
+        left = {r: max(0.0, base[r] / problem.base[r]) for r in base
+                if r != "size" and problem.base.get(r, 0.0) > 0}
         groups = {g: [Option(o.knob, o.choice, o.drop,
-                             {**o.saved, "size": sum(r * per_param.get(u, 4.0)
-                                                     for u, r in o.removes.items())
+                             {**{r: v * left.get(r, 1.0) for r, v in o.saved.items()},
+                              "size": sum(r * per_param.get(u, 4.0)
+                                          for u, r in o.removes.items())
                               if o.removes else o.saved.get("size", 0.0)})
                       for o in opts] for g, opts in structure_groups.items()}
         structure = solve(replace(problem, groups=groups, base=base), knobs)
@@ -330,9 +377,10 @@ def _alternate_from(formats: dict, problem: Problem, knobs, weights_after, round
         base = dict(problem.base)
         base["size"] = problem.base["size"] - 4.0 * (full[TOTAL] - after[TOTAL])
         _less_timed_savings(base, structure_groups, pinned)
+        kept = {g: after.get(g[0], 0.0) / full[g[0]] if full.get(g[0]) else 0.0
+                for g in weight_groups}       # a format saves on the parameters left
         groups = {g: [Option(o.knob, o.choice, o.drop,
-                             {**o.saved, "size": o.saved.get("size", 0.0)
-                              * after.get(g[0], 0.0) / full[g[0]] if full.get(g[0]) else 0.0})
+                             {r: v * kept[g] for r, v in o.saved.items()})
                       for o in opts] for g, opts in weight_groups.items()}
         chosen = solve(replace(problem, groups=groups, base=base), knobs)
         if chosen is None:
@@ -400,24 +448,36 @@ def fit(problem: Problem, knobs: Sequence[Knob],
     return None, {"attempts": attempts}
 
 
+TIMED = ("latency", "energy")
+
+
 def budget_seeds(problem: Problem, knobs: Sequence[Knob], measure=None,
                  ladder: Sequence[float] = LADDER,
                  weights_after: Callable | None = None) -> tuple[list[dict], list[dict]]:
     """Seeds at each fraction of the limits, coarse (one choice per kind of unit: the regular
     shapes recovery training restores best) then per unit (duplicates removed); and what
-    each attempt was. At the budget itself the coarse plan is also solved from float
+    each attempt was. Under a latency or energy limit a depth plan (:meth:`Problem.depth`)
+    comes first: speed is bought best by whole blocks. At the budget itself the coarse plan is also solved from float
     weights (:data:`FLOAT_START`) when the formats alone cannot fit: which of the two
     recovers more is for the finalize stage's probes to find."""
     seeds, records = [], []
+    timed = any(r in problem.limits for r in TIMED)
     for fraction in ladder:
         coarse = problem.coarse()
         starts = [(coarse, "best")]
         if weights_after is not None and fraction == ladder[0] and \
                 not formats_fit(coarse.scaled(fraction), knobs):
             starts.append((coarse, FLOAT_START))
+        if timed and problem.droppable():
+            starts.insert(0, (problem.depth(), "best"))
         for shape, start in [*starts, (problem, "best")]:
-            params, record = fit(shape.scaled(fraction), knobs, measure, weights_after, start)
-            records.append({"fraction": fraction, "coarse": shape.tied, "start": start,
+            # depth: formats inside a dropped block are gone, so nothing overlaps and the
+            # joint program is exact (and small); split, the format step would price the
+            # drops at their float saving and keep slow formats on the blocks left
+            split = weights_after if shape.shape != "depth" else None
+            params, record = fit(shape.scaled(fraction), knobs, measure, split, start)
+            records.append({"fraction": fraction, "shape": shape.shape,
+                            "coarse": shape.tied, "start": start,
                             **record, "found": params is not None})
             if params is not None and params not in seeds:
                 seeds.append(params)
