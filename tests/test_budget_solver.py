@@ -357,3 +357,14 @@ def test_depth_plans_store_every_unit_inside_the_blocks_in_one_format():
     assert [b for b in blocks if depth[f"{b}:drop"]] == ["layers.1", "layers.2"]
     kept = [b for b in blocks if not depth[f"{b}:drop"]]
     assert all(depth[f"{b}.a:quant"] == depth[f"{b}.b:quant"] for b in kept)
+
+
+def test_the_solver_keeps_highs_messages_off_the_terminal(capfd):
+    """HiGHS prints some messages on descriptor 1 itself; the solver silences it meanwhile
+    and gives it back."""
+    import os
+
+    with budget_solver._quiet_stdout():
+        os.write(1, b"from the solver\n")
+    os.write(1, b"after it\n")
+    assert capfd.readouterr().out == "after it\n"

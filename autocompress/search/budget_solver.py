@@ -24,8 +24,11 @@ params): no model here.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
@@ -217,9 +220,11 @@ def solve(problem: Problem, knobs: Sequence[Knob]) -> dict | None:
                 if block is not None:
                     row[drops[block]] = 1.0
                 add(row, 0.0, np.inf if drops else 0.0)
-    result = milp(cost, integrality=np.concatenate([np.ones(n), np.zeros(m)]),
-                  bounds=Bounds(0, 1), constraints=LinearConstraint(np.array(rows), lower, upper),
-                  options={"time_limit": TIME_LIMIT_S, "mip_rel_gap": MIP_GAP})
+    with _quiet_stdout():
+        result = milp(cost, integrality=np.concatenate([np.ones(n), np.zeros(m)]),
+                      bounds=Bounds(0, 1),
+                      constraints=LinearConstraint(np.array(rows), lower, upper),
+                      options={"time_limit": TIME_LIMIT_S, "mip_rel_gap": MIP_GAP})
     if result.x is None:
         return None
     params = dict(identity)
@@ -227,6 +232,26 @@ def solve(problem: Problem, knobs: Sequence[Knob]) -> dict | None:
         if x > 0.5:
             params[option.knob.key] = option.choice
     return params
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """HiGHS writes some of its internal messages to the process's stdout whatever
+    ``disp`` says ("HighsMipSolverData::transformNewIntegerFeasibleSolution ..." in the
+    middle of a search's terminal output): file descriptor 1 goes to /dev/null meanwhile."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:             # no descriptor 1 to save: nothing to quiet
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _overlaps(problem: Problem, options) -> list[tuple[int, int, float]]:
