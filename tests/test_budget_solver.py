@@ -322,9 +322,10 @@ def test_a_latency_limit_seeds_the_depth_plan_first():
     seeds, records = budget_solver.budget_seeds(problem, knobs, ladder=(1.0,))
     assert [r["shape"] for r in records] == ["depth", "coarse", "per unit"]
     assert [b for b in blocks if seeds[0][f"{b}:drop"]] == ["layers.1"]
-    size_only = problem.with_limits({"size": 200.0})
-    _, records = budget_solver.budget_seeds(size_only, knobs, ladder=(1.0,))
-    assert [r["shape"] for r in records] == ["coarse", "per unit"]
+    for limits in ({"size": 200.0}, {"size": 200.0, "latency": 30.0}):   # no speed needed
+        _, records = budget_solver.budget_seeds(problem.with_limits(limits), knobs,
+                                                ladder=(1.0,))
+        assert [r["shape"] for r in records] == ["coarse", "per unit"]
 
 
 def test_one_of_the_repeated_blocks_is_always_kept():

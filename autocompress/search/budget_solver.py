@@ -481,12 +481,13 @@ def budget_seeds(problem: Problem, knobs: Sequence[Knob], measure=None,
                  weights_after: Callable | None = None) -> tuple[list[dict], list[dict]]:
     """Seeds at each fraction of the limits, coarse (one choice per kind of unit: the regular
     shapes recovery training restores best) then per unit (duplicates removed); and what
-    each attempt was. Under a latency or energy limit a depth plan (:meth:`Problem.depth`)
-    comes first: speed is bought best by whole blocks. At the budget itself the coarse plan is also solved from float
+    each attempt was. Under a latency or energy limit the uncompressed model misses, a depth
+    plan (:meth:`Problem.depth`) comes first: speed is bought best by whole blocks. At the budget itself the coarse plan is also solved from float
     weights (:data:`FLOAT_START`) when the formats alone cannot fit: which of the two
     recovers more is for the finalize stage's probes to find."""
     seeds, records = [], []
-    timed = any(r in problem.limits for r in TIMED)
+    timed = any(problem.base.get(r, 0.0) > limit for r, limit in problem.limits.items()
+                if r in TIMED)             # a latency or energy limit the model misses
     for fraction in ladder:
         coarse = problem.coarse()
         starts = [(coarse, "best")]
