@@ -191,12 +191,13 @@ def solve(problem: Problem, knobs: Sequence[Knob]) -> dict | None:
         row = [0.0] * (n + m)
         row[i], row[j], row[n + k] = -1.0, -1.0, 1.0
         add(row, -1.0, np.inf)
-    droppable = [i for i, (_, o) in enumerate(options) if o.knob.name == DROP and o.choice is True]
-    if len(droppable) > 1:      # one of the repeated blocks is kept (all dropped: no model)
+    drops = {o.knob.unit: i for i, (_, o) in enumerate(options)    # block -> its drop option
+             if o.knob.name == DROP and o.choice is True}
+    if len(drops) > 1:          # one of the repeated blocks is kept (all dropped: no model)
         row = [0.0] * (n + m)
-        for i in droppable:
+        for i in drops.values():
             row[i] = 1.0
-        add(row, 0.0, len(droppable) - 1.0)
+        add(row, 0.0, len(drops) - 1.0)
     for block in _dropped_blocks(options):  # a dropped block takes nothing inside it
         row = [0.0] * (n + m)
         for i, (g, o) in enumerate(options):
@@ -206,8 +207,6 @@ def solve(problem: Problem, knobs: Sequence[Knob]) -> dict | None:
                 row[i] = 1.0
         add(row, 0.0, float(n))
     if problem.tied:     # x_i == x_j across the units of one kind, but in a dropped block
-        drops = {o.knob.unit: i for i, (_, o) in enumerate(options)
-                 if o.knob.name == DROP and o.choice is True}
         for members in _kinds(options, drops if problem.shape == "depth" else ()):
             if options[members[0]][1].knob.name == DROP:
                 continue                    # blocks are dropped one by one
