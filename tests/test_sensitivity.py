@@ -96,6 +96,35 @@ def test_sensitivity_routes_agree_torch_weights_equal_the_stored_ones():
     assert probe.quality(knobs["fc1:quant"], "w2")[0] < probe.base_quality
 
 
+def test_a_slow_onnx_file_is_probed_on_its_first_input_sets_by_output_cosine(
+        tmp_path, monkeypatch):
+    """A foreign file's input sets are one row each: a slow one is probed on its first
+    SUBSET_SETS sets, each choice scored as the cosine of its outputs to the uncompressed
+    ones there (the stored weights, run by ONNX Runtime); a fast one on every set."""
+    from autocompress.backends.ort_runner import make_session, run_batches
+    from autocompress.workloads.onnx_metrics import cosine_quality
+    from tests import foreign_models
+
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))
+    workload = api.load_workload(str(foreign_models.constant_mlp(tmp_path / "mlp.onnx")))
+    knob = next(k for k in api.discover_knobs(workload) if k.key == "w1:quant")
+    assert len(sensitivity._Probe(workload).batches) == len(workload.evaluation)
+
+    monkeypatch.setattr(sensitivity, "FULL_PASS_LIMIT_S", 0.0)     # every pass is slow now
+    probe = sensitivity._Probe(workload)
+    n = sensitivity.SUBSET_SETS
+    assert len(probe.batches) == n < len(workload.evaluation)
+    assert f"first {n} of {len(workload.evaluation)} input sets" in probe.engine
+    assert probe.base_quality == pytest.approx(1.0)
+    quality, _ = probe.quality(knob, "w2")
+    stored = apply_plan(Plan({"w1": {"quant": "w2"}}), workload, tmp_path / "w2.onnx")
+    first = workload.evaluation[:n]
+    expected = cosine_quality(run_batches(make_session(stored.path), first),
+                              run_batches(make_session(workload.onnx_path), first)).value
+    assert quality == pytest.approx(expected, abs=1e-5)
+    assert quality < 0.999
+
+
 def test_gentler_choices_are_bounded_by_a_free_harsher_one():
     quant = Knob("a", "quant", ("float", "w8", "w4", "w8a8", "w16", "w3", "w2"), "quantization")
     assert sensitivity.harshest_first(quant) == [["w2", "w3", "w4", "w8", "w16"], ["w8a8"]]
