@@ -171,9 +171,17 @@ def make_run_dir(run_dir: Path) -> bool:
 def check_compressible(workload: Workload) -> None:
     """A model the techniques find nothing in is refused before any trial runs."""
     if not discover_knobs(workload):
+        quantized = {}
+        if workload.onnx_path is not None and workload.model is None:
+            from .workloads.onnx_file import quantized_ops
+
+            quantized = quantized_ops(workload.onnx_path)
+        already = ("; its weights are already quantized (" + ", ".join(
+            f"{n} {op}" for op, n in sorted(quantized.items(), key=lambda i: -i[1])) + ")"
+                   if quantized else "")
         raise RunError(f"nothing to compress in {workload.name}: no weight that a technique "
                        "can act on (2+ dimensional float initializers read by MatMul, Conv, "
-                       "Gemm, Gather or a recurrent op, subgraphs included)")
+                       f"Gemm, Gather or a recurrent op, subgraphs included){already}")
 
 
 def search(config: SearchConfig, progress: Callable | None = None) -> SearchResult:

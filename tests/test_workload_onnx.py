@@ -233,6 +233,23 @@ def test_a_model_with_nothing_to_compress_is_refused(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_already_quantized_model_is_refused_saying_so(tmp_path, capsys):
+    """A file whose weights ONNX Runtime already stored as int8 (ddddocr's common_old.onnx
+    ships that way): the one line says which integer ops hold them."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_path = foreign_models.image_model(tmp_path / "image.onnx")
+    path = tmp_path / "image_int8.onnx"
+    quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QUInt8,
+                     op_types_to_quantize=["Conv", "MatMul"])
+    assert main(["search", "--model", str(path), "--input-shape", "image=1x3x8x8",
+                 "--trials", "2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to compress in image_int8" in err and len(err.strip().splitlines()) == 1
+    assert "already quantized (" in err and "1 ConvInteger" in err and "MatMulInteger" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_search_on_a_constant_weight_model_finds_smaller_points(tmp_path, capsys):
     import json
 

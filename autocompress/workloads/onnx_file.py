@@ -102,6 +102,24 @@ def _check_runs(path: Path, feed, data) -> None:
         raise WorkloadError(f"{path.name} does not run on {where}: {line}") from None
 
 
+QUANTIZED_OPS = frozenset({
+    "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm", "QAttention",
+    "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulNBits",
+    "MatMulBnb4", "GatherBlockQuantized", "DequantizeLinear"})
+"""Ops (ONNX and ONNX Runtime's contrib ops) that compute with weights already stored as
+integers: a file made of them has no float weights left for the techniques."""
+
+
+def quantized_ops(path: Path) -> dict[str, int]:
+    """How many nodes of each :data:`QUANTIZED_OPS` type ``path`` holds, subgraphs included."""
+    from collections import Counter
+
+    from ..compression.weights.onnx_graph import walk
+
+    model = onnx.load(str(path), load_external_data=False)
+    return dict(Counter(n.op_type for n, _ in walk(model.graph) if n.op_type in QUANTIZED_OPS))
+
+
 def weight_count(model: onnx.ModelProto) -> int:
     """Weights of ``model`` a technique can reach (compression/onnx_graph.weights)."""
     from math import prod
