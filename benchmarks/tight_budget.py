@@ -1,7 +1,8 @@
 """Tight budgets (issue 13): the headline command and digits-cnn under small budgets,
 the figures before this work beside today's.
 
-Usage: .venv/bin/python benchmarks/tight_budget.py [--only demo,digits-plan,digits-small,peers]
+Usage: .venv/bin/python benchmarks/tight_budget.py
+       [--only demo,digits-plan,digits-small,hypervolume,peers]
        [--warm] [--digits-small-trials 30] [--run RUN_FOLDER] [--rounds 5] [--keep DIR]
 
 - ``demo``: ``autocompress search --target jetson-nano --budget 4MB`` on the default model
@@ -15,6 +16,10 @@ Usage: .venv/bin/python benchmarks/tight_budget.py [--only demo,digits-plan,digi
   weight-only int8 alone: 0.9933 at 97 kB).
 - ``digits-small``: ``autocompress search --model digits-cnn --budget 30KB --trials N``: the
   smallest point within 1 point of the uncompressed accuracy. Goal: <= 30 kB.
+- ``hypervolume``: runs nothing; reads ``results/search_quality*.json`` (written by
+  ``benchmarks/search_quality.py``, which runs the searches; a longer MiniLM run may be kept
+  beside the merged file) and sets our search's median hypervolume at each trial budget
+  beside the figure the issue called today's where the budgets match. Goal: no worse.
 - ``peers``: the recipes issue 13 compares with, built here from the uncompressed MiniLM ONNX
   file the workload exports: ONNX Runtime's ``quantize_dynamic`` int8 (per tensor and per
   channel), ORT's MatMulNBits 4-bit (embedding Gather included; symmetric as the issue
@@ -52,6 +57,11 @@ BEFORE = {   # issue 13, measured on main before the budget solver and the final
     "demo": {"wall_s": 502.0, "cosine": 0.1238, "size_bytes": None},
     "digits-plan": {"quality": 0.8644},
     "digits-small": {"size_bytes": 65600},
+    # results/search_quality.json of 6710c84 (the figures the issue called today's): ours,
+    # median hypervolume at the trial budget (digits-cnn: 2 seeds, 100 trials; MiniLM: 1 seed,
+    # 24 trials), two searches side by side on one thread each
+    "hypervolume": {"digits-cnn": {"trials": 100, "median": 3.3040},
+                    "minilm": {"trials": 24, "median": 4.0896}},
 }
 
 
@@ -117,6 +127,13 @@ def digits_plan(work: Path) -> dict:
     found = [q for q in row["targets"].values() if q is not None]
     row["quality"] = min(found) if found else None
     row["goal_met"] = bool(found) and min(found) >= 0.9933
+    # 0.9933 was the uncompressed accuracy where the issue was filed; the model trained here
+    # may score otherwise (one test image is 0.0022), so what it keeps is recorded beside it
+    pareto = out / "pareto.json"
+    if pareto.is_file():
+        base = json.loads(pareto.read_text())["baseline"]["quality"]
+        row.update(baseline_quality=base,
+                   keeps_uncompressed=bool(found) and min(found) >= base)
     return row
 
 
@@ -148,6 +165,31 @@ def digits_small(work: Path, trials: int) -> dict:
     if within:
         row.update(size_bytes=within[0][0], quality=within[0][1])
     row["goal_met"] = bool(within) and within[0][0] <= 30000
+    return row
+
+
+def hypervolume() -> dict:
+    """Our search's hypervolume per workload and trial budget, from the results of
+    search_quality.py (``results/search_quality*.json``: the merged file and any longer run
+    kept beside it)."""
+    paths = sorted(RESULTS.glob("search_quality*.json"))
+    if not paths:
+        raise SystemExit(f"{RESULTS}/search_quality.json: missing; run benchmarks/search_quality.py")
+    row = {"sources": [str(p.relative_to(ROOT)) for p in paths], "workloads": {}}
+    for path in paths:
+        doc = json.loads(path.read_text())
+        for result in doc["results"]:
+            name, hv = result["workload"], result["hypervolume"]
+            args = result.get("run_args") or doc["args"]
+            trials = args["minilm_trials"] if name == "minilm" else args["trials"]
+            before = BEFORE["hypervolume"].get(name)
+            ours = hv.get("ours")
+            comparable = bool(before and trials == before["trials"])
+            row["workloads"][f"{name}@{trials}"] = {
+                "workload": name, "trials": trials, "ours": ours, "source": path.name,
+                "others": {v: s["median"] for v, s in hv.items() if v != "ours"},
+                "goal_met": (bool(ours) and ours["median"] >= before["median"]) if comparable
+                else None}
     return row
 
 
@@ -421,12 +463,21 @@ def table(rows: dict) -> str:
     p = rows.get("digits-plan")
     if p:
         lines.append(f"| digits plan 100 kB / 1 ms, 20 trials: accuracy | "
-                     f"{BEFORE['digits-plan']['quality']} | {_f(p.get('quality'))} | >= 0.9933 | "
-                     f"{p.get('goal_met')} |")
+                     f"{BEFORE['digits-plan']['quality']} | {_f(p.get('quality'))} (uncompressed "
+                     f"here: {_f(p.get('baseline_quality'))}) | >= 0.9933 | {p.get('goal_met')} "
+                     f"(keeps the uncompressed accuracy: {p.get('keeps_uncompressed')}) |")
     s = rows.get("digits-small")
     if s:
         lines.append(f"| digits smallest within 1 point | 65.6 kB | {_kb(s.get('size_bytes'))} "
                      f"(accuracy {_f(s.get('quality'))}) | <= 30 kB | {s.get('goal_met')} |")
+    for w in (rows.get("hypervolume") or {}).get("workloads", {}).values():
+        before, ours = BEFORE["hypervolume"].get(w["workload"], {}), w["ours"] or {}
+        spread = (f" ({ours['min']:.3f}-{ours['max']:.3f}, {len(ours['hv_at_trials'])} seeds)"
+                  if len(ours.get("hv_at_trials", [])) > 1 else "")
+        was = before.get("median", "-") if before.get("trials") == w["trials"] else "-"
+        lines.append(f"| {w['workload']}: hypervolume at {w['trials']} trials (ours) | {was} | "
+                     f"{_f(ours.get('median'))}{spread} | no worse | "
+                     f"{'-' if w['goal_met'] is None else w['goal_met']} |")
     return "\n".join(lines)
 
 
@@ -440,7 +491,7 @@ def _kb(x) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="demo,digits-plan,digits-small,peers")
+    parser.add_argument("--only", default="demo,digits-plan,digits-small,hypervolume,peers")
     parser.add_argument("--warm", action="store_true", help="demo with the user's cache")
     parser.add_argument("--digits-small-trials", type=int, default=30)
     parser.add_argument("--run", type=Path, help="peers: a finished run folder whose front "
@@ -468,6 +519,8 @@ def main() -> None:
                 rows[name] = digits_plan(work)
             elif name == "digits-small":
                 rows[name] = digits_small(work, args.digits_small_trials)
+            elif name == "hypervolume":
+                rows[name] = hypervolume()
             elif name == "peers":
                 rows[name] = peers(work, args.run, args.min_quality, args.rounds, args.threads)
             else:
