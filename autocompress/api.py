@@ -344,7 +344,7 @@ def search_space(config: SearchConfig, workload: Workload, progress=None):
         note = getattr(progress, "note", None)
         if note is not None:
             note("per-layer sensitivity analysis (once per model, cached)")
-        analysis = sens.analyse(workload, knobs)
+        analysis = sens.analyse(workload, knobs, progress=getattr(progress, "sensitivity", None))
     shaped = seeding.shape(knobs, analysis.drop, analysis.base_quality)
     seeds = seeding.seed_params(shaped, analysis.drop, analysis.saved_bytes,
                                 analysis.base_quality, analysis.latency_ratio)

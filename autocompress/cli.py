@@ -163,27 +163,29 @@ def _search(args, argv, console: Console) -> int:
     if args.trials < 1:
         raise api.RunError("--trials must be at least 1")
     progress = SearchProgress(console)
-    if args.resume:
-        result = api.resume(args.resume, progress=progress,
-                            trials=args.trials if "--trials" in argv else None,
-                            n_workers=args.workers if "--workers" in argv else None)
-    else:
-        budget = _budget(args)
-        config = api.SearchConfig(
-            model=args.model, target=args.target, profile=args.profile, budget=budget,
-            trials=args.trials,
-            timeout_s=parse_time(args.timeout) if args.timeout is not None else None,
-            trial_timeout_s=parse_time(args.trial_timeout), seed=args.seed, out=args.out,
-            storage=args.storage, command=["autocompress", *argv],
-            rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
-            sensitivity=not args.no_sensitivity, multi_fidelity=not args.no_multi_fidelity, workers=args.workers,
-            cost=args.cost, study=args.study, finalize_s=parse_duration(args.finalize) if args.finalize is not None else None,
-            **_onnx_inputs(args))
-        if args.budget is not None:
-            console.print(f"budget: {args.budget} = {budget.max_size_bytes:,} bytes "
-                          "(MB/KB/GB are powers of 10; MiB/KiB/GiB powers of 2)")
-        result = api.search(config, progress=progress)
-    progress.stop()
+    try:   # a live bar left running would garble the one-line error that follows
+        if args.resume:
+            result = api.resume(args.resume, progress=progress,
+                                trials=args.trials if "--trials" in argv else None,
+                                n_workers=args.workers if "--workers" in argv else None)
+        else:
+            budget = _budget(args)
+            config = api.SearchConfig(
+                model=args.model, target=args.target, profile=args.profile, budget=budget,
+                trials=args.trials,
+                timeout_s=parse_time(args.timeout) if args.timeout is not None else None,
+                trial_timeout_s=parse_time(args.trial_timeout), seed=args.seed, out=args.out,
+                storage=args.storage, command=["autocompress", *argv],
+                rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
+                sensitivity=not args.no_sensitivity, multi_fidelity=not args.no_multi_fidelity, workers=args.workers,
+                cost=args.cost, study=args.study, finalize_s=parse_duration(args.finalize) if args.finalize is not None else None,
+                **_onnx_inputs(args))
+            if args.budget is not None:
+                console.print(f"budget: {args.budget} = {budget.max_size_bytes:,} bytes "
+                              "(MB/KB/GB are powers of 10; MiB/KiB/GiB powers of 2)")
+            result = api.search(config, progress=progress)
+    finally:
+        progress.stop()
     verdict = (result.document.get("verdict") or {}).get("message")
     if verdict:
         console.print(verdict, style="bold yellow", markup=False, highlight=False)
@@ -218,6 +220,23 @@ class SearchProgress:
     def note(self, text: str) -> None:
         self.console.print(text)
 
+    def sensitivity(self, done: int, total: int) -> None:
+        """The per-layer sensitivity analysis, knob by knob (minutes on a large model)."""
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        if getattr(self, "sensitivity_bar", None) is None:
+            self.sensitivity_bar = Progress(
+                TextColumn("sensitivity"), BarColumn(), MofNCompleteColumn(), TextColumn("knobs"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console)
+            self.sensitivity_task = self.sensitivity_bar.add_task("sensitivity", total=total)
+            self.sensitivity_bar.start()
+        self.sensitivity_bar.update(self.sensitivity_task, completed=done)
+        if done >= total:      # one live display at a time: the trials' bar comes next
+            self.sensitivity_bar.stop()
+            self.sensitivity_bar = None
+            self.console.print("timing each weight format against float on this host")
+
     def start(self, total: int, done: int) -> None:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
@@ -250,10 +269,11 @@ class SearchProgress:
             self.progress.update(self.task, completed=finished_count(study), best=self.best)
 
     def stop(self) -> None:
-        for bar in (self.progress, getattr(self, "final_bar", None)):
+        for bar in (self.progress, getattr(self, "final_bar", None),
+                    getattr(self, "sensitivity_bar", None)):
             if bar is not None:
                 bar.stop()
-        self.progress = self.final_bar = None
+        self.progress = self.final_bar = self.sensitivity_bar = None
 
     def finalize(self, what: str, fraction: float, quality: float | None) -> None:
         """The finalize stage: time box used, what trains now, the latest recovered quality."""
@@ -326,8 +346,10 @@ def _plan(args, argv, console: Console) -> int:
         trial_timeout_s=parse_time(args.trial_timeout), command=["autocompress", *argv],
         **_onnx_inputs(args))
     progress = SearchProgress(console)
-    result = plan(config, progress=progress)
-    progress.stop()
+    try:
+        result = plan(config, progress=progress)
+    finally:
+        progress.stop()
     console.print(rows_table(result.rows, budget))
     console.print(f"run folder: {result.run_dir}  (plan.json; `autocompress report "
                   f"{result.run_dir}` adds this table to the report)")

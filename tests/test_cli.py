@@ -77,3 +77,27 @@ def test_unknown_second_target_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "mars-rover" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_the_sensitivity_analysis_shows_its_own_bar_then_gives_way(capsys, tmp_path, monkeypatch):
+    """Minutes on a large model: the analysis counts its knobs on a bar of its own, stopped
+    at the last knob so that the trials' bar (rich allows one live display) can start."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from autocompress.cli import SearchProgress
+
+    out = StringIO()
+    progress = SearchProgress(Console(file=out, width=120))
+    for done in range(1, 4):
+        progress.sensitivity(done, 3)
+    assert progress.sensitivity_bar is None
+    progress.start(2, 0)
+    progress.stop()
+    assert "sensitivity" in out.getvalue() and "3/3 knobs" in out.getvalue()
+
+    monkeypatch.setenv("AUTOCOMPRESS_CACHE", str(tmp_path / "cache"))   # not yet analysed
+    code, printed, _ = run(capsys, "search", "--model", TINY, "--trials", "1", "--out",
+                           str(tmp_path / "r"))
+    assert code == 0 and "knobs" in printed and "timing each weight format" in printed
