@@ -231,7 +231,7 @@ class _Probe:
             self.reference = [b[0] for b in base_outputs[:len(self.batches)]]
             self.engine += (f", agreement with the uncompressed outputs on the first "
                             f"{sum(len(next(iter(b.values()))) for b in self.batches)} rows")
-        elif onnx_s > FULL_PASS_LIMIT_S and len(self.batches) > SUBSET_SETS:   # an ONNX file
+        elif self.model is None and onnx_s > FULL_PASS_LIMIT_S and len(self.batches) > SUBSET_SETS:
             self.batches = self.batches[:SUBSET_SETS]
             self.reference = base_outputs[:SUBSET_SETS]
             self.engine += (f", output cosine to the uncompressed outputs on the first "

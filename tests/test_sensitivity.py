@@ -3,6 +3,7 @@ choices bounded by a free harsher one, and the bytes a weight format saves are t
 artifact saves."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -130,3 +131,26 @@ def test_gentler_choices_are_bounded_by_a_free_harsher_one():
     assert sensitivity.harshest_first(quant) == [["w2", "w3", "w4", "w8", "w16"], ["w8a8"]]
     prune = Knob("a", "prune_ratio", (0.0, 0.25, 0.5, 0.75), "pruning")
     assert sensitivity.harshest_first(prune) == [[0.75, 0.5, 0.25]]
+
+
+def test_a_torch_workload_whose_onnx_pass_is_slow_keeps_every_row(monkeypatch):
+    """The input-set subset is for ONNX files: a torch workload whose torch pass is fast is
+    probed in torch on its whole evaluation set, however slow its ONNX pass."""
+    import time as clock
+
+    onnx_outputs = sensitivity._Probe._onnx_outputs
+
+    def slow(self, proto):
+        clock.sleep(sensitivity.FULL_PASS_LIMIT_S + 0.1)
+        return onnx_outputs(self, proto)
+
+    monkeypatch.setattr(sensitivity._Probe, "_onnx_outputs", slow)
+    tiny = api.load_workload(TINY)
+    rows = [{"x": b["x"][i:i + 20]} for b in tiny.evaluation for i in range(0, len(b["x"]), 20)]
+    workload = dataclasses.replace(tiny, evaluation=rows)      # more sets than SUBSET_SETS
+    assert len(rows) > sensitivity.SUBSET_SETS
+    probe = sensitivity._Probe(workload)
+    assert probe.engine == "torch" and probe.reference is None
+    assert len(probe.batches) == len(rows)
+    knob = next(k for k in api.discover_knobs(workload) if k.key == "fc1:quant")
+    assert probe.quality(knob, "w2")[0] < probe.base_quality
